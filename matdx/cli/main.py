@@ -1,0 +1,346 @@
+"""The ``matdx`` command line: thin commands over :class:`matdx.client.Client`.
+
+Heavy imports happen inside the commands, so ``matdx --help`` and ``matdx tick`` start fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from matdx.cli.options import Campaign, Format, Home, OutputFormat
+from matdx.cli.tables import console, err_console
+
+app = typer.Typer(
+    name="matdx",
+    help="High-throughput computational materials science: campaigns, runs, results.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+store_app = typer.Typer(help="Check and maintain the store.", no_args_is_help=True)
+app.add_typer(store_app, name="store")
+
+
+class UsageFailure(Exception):
+    """A user error: printed as one line, exit code 2."""
+
+
+def _client(home: Path | None, workers: int | None = None) -> Any:
+    from matdx.client import Client
+
+    executors = None
+    if workers is not None:
+        from matdx.workflows.executors.local import LocalExecutor
+
+        executors = {"local": LocalExecutor(workers)}
+    return Client(home, executors=executors)
+
+
+@app.command()
+def init(home: Home = None) -> None:
+    """Create (or migrate) the store in the home directory."""
+    client = _client(home)
+    console.print(f"store ready: {client.store.url}  (artifacts in {client.store.artifacts.root})")
+
+
+@app.command()
+def submit(
+    file: Annotated[Path, typer.Argument(help="campaign file (YAML)")],
+    home: Home = None,
+    force: Annotated[bool, typer.Option(help="run jobs even if identical results exist")] = False,
+) -> None:
+    """Validate a campaign file and add its jobs to the store."""
+    client = _client(home)
+    campaign_id = client.submit(file, force=force)
+    status = client.status(campaign_id)[0]
+    console.print(
+        f"submitted campaign {status.name} ({campaign_id}): {status.total} jobs in "
+        f"{_count_workflows(client, campaign_id)} workflows"
+    )
+
+
+def _count_workflows(client: Any, campaign_id: str) -> int:
+    from sqlalchemy import func, select
+
+    from matdx.store.models import Workflow
+
+    with client.store.transaction() as session:
+        return session.scalar(select(func.count()).where(Workflow.campaign_id == campaign_id))
+
+
+@app.command()
+def tick(
+    home: Home = None,
+    wait: Annotated[float, typer.Option(help="seconds to wait for a running tick")] = 0.0,
+    workers: Annotated[int | None, typer.Option(help="local worker processes")] = None,
+) -> None:
+    """Advance every campaign by one step (harvest, recover, expand, release, launch).
+
+    Safe to run from cron: a tick that finds another one running exits quietly.
+    """
+    from matdx.store.lock import StoreBusy
+
+    client = _client(home, workers)
+    try:
+        report = client.tick(wait_s=wait)
+    except StoreBusy as busy:
+        console.print(f"tick skipped: {busy}")
+        return
+    console.print(report.summary(), highlight=False)
+
+
+@app.command()
+def run(
+    campaign: Annotated[str | None, typer.Argument(help="campaign (default: all)")] = None,
+    home: Home = None,
+    workers: Annotated[int | None, typer.Option(help="local worker processes")] = None,
+    poll: Annotated[float, typer.Option(help="seconds between ticks")] = 0.5,
+) -> None:
+    """Tick until the campaign has nothing left to run, with a progress bar."""
+    client = _client(home, workers)
+    _run_with_progress(client, campaign, poll)
+    _print_status(client, campaign)
+
+
+def _run_with_progress(client: Any, campaign: str | None, poll: float) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from matdx.store.models import JobState
+
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("running", total=None, detail="")
+
+        def update(_report: Any, statuses: list[Any]) -> None:
+            total = sum(s.total for s in statuses)
+            counts: dict[str, int] = {}
+            for status in statuses:
+                for state, n in status.counts.items():
+                    counts[state] = counts.get(state, 0) + n
+            finished = sum(
+                counts.get(s, 0) for s in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
+            )
+            detail = " ".join(f"{s.lower()} {counts[s]}" for s in JobState if counts.get(s))
+            progress.update(task, total=total, completed=finished, detail=detail)
+
+        client.run(campaign, poll_s=poll, on_tick=update)
+
+
+def _print_status(client: Any, campaign: str | None) -> None:
+    from matdx.cli.tables import status_table
+
+    statuses = client.status(campaign)
+    console.print(status_table(statuses))
+    for status in statuses:
+        for failure in status.failures:
+            console.print(
+                f"[red]FAILED[/red] {status.name} · {failure.workflow} · "
+                f"{failure.name} ({failure.job_id[:8]}) after {failure.attempts} "
+                f"attempt(s): {failure.reason}",
+                highlight=False,
+            )
+        if status.blocked:
+            console.print(
+                f"{status.name}: {status.blocked} job(s) wait on failed or cancelled "
+                "jobs and will not start",
+                highlight=False,
+            )
+
+
+@app.command()
+def status(
+    campaign: Annotated[str | None, typer.Argument(help="campaign (default: all)")] = None,
+    home: Home = None,
+) -> None:
+    """Jobs by state for each campaign, and failures with their reasons."""
+    _print_status(_client(home), campaign)
+
+
+@app.command()
+def show(
+    identifier: Annotated[str, typer.Argument(help="job, record or campaign (id prefix)")],
+    home: Home = None,
+) -> None:
+    """A job with its attempts, a record, or a campaign, as JSON."""
+    console.print_json(json.dumps(_client(home).show(identifier), default=str))
+
+
+def _result_rows(client: Any, campaign: str) -> list[dict[str, Any]]:
+    from matdx.workflows.campaign import available_recipes
+    from matdx.workflows.serialization import decode
+
+    recipes = available_recipes()
+    rows = []
+    for result in client.results(campaign):
+        output = decode(result["output"])
+        scalars = output if isinstance(output, dict) else {"output": output}
+        summary = getattr(recipes.get(result["recipe"]), "summary", None)
+        keys = summary or [k for k, v in scalars.items() if isinstance(v, int | float | str)]
+        rows.append(
+            {
+                "recipe": result["recipe"],
+                "workflow": result["workflow"],
+                "job": result["job"],
+                "formula": result["formula"],
+                **{
+                    k: scalars.get(k) for k in keys if isinstance(scalars.get(k), int | float | str)
+                },
+                "reused": result["reused"],
+                "record": result["record_id"][:8],
+            }
+        )
+    return rows
+
+
+@app.command()
+def results(campaign: Campaign, home: Home = None, fmt: Format = OutputFormat.table) -> None:
+    """Final results of each workflow of a campaign."""
+    from matdx.cli.tables import rows_table, rows_text
+
+    rows = _result_rows(_client(home), campaign)
+    if fmt == OutputFormat.table:
+        recipes = dict.fromkeys(r["recipe"] for r in rows)
+        for recipe in recipes:
+            console.print(
+                rows_table(
+                    [
+                        {k: v for k, v in r.items() if k != "recipe"}
+                        for r in rows
+                        if r["recipe"] == recipe
+                    ],
+                    title=recipe,
+                )
+            )
+    else:
+        sys.stdout.write(rows_text(rows, fmt.value))
+
+
+@app.command()
+def rerun(
+    identifiers: Annotated[list[str], typer.Argument(help="jobs or campaigns")],
+    home: Home = None,
+    failed: Annotated[bool, typer.Option(help="only the FAILED jobs among them")] = False,
+) -> None:
+    """Put failed, cancelled or completed jobs back in line with a fresh retry budget."""
+    count = _client(home).rerun(identifiers, failed_only=failed)
+    console.print(f"{count} job(s) put back in line; `matdx run` or the next tick starts them")
+
+
+@app.command()
+def cancel(
+    identifiers: Annotated[list[str], typer.Argument(help="jobs or campaigns")],
+    home: Home = None,
+) -> None:
+    """Cancel jobs (and everything below them)."""
+    count = _client(home).cancel(identifiers)
+    console.print(f"{count} job(s) cancelled")
+
+
+@app.command()
+def recipes() -> None:
+    """The recipes campaign files can name, with their settings."""
+    from matdx.cli.tables import rows_table
+    from matdx.workflows.campaign import available_recipes
+
+    rows = []
+    for name, maker in sorted(available_recipes().items()):
+        for field, info in maker.model_fields.items():
+            rows.append(
+                {
+                    "recipe": name,
+                    "setting": field,
+                    "default": repr(info.default),
+                    "description": info.description or "",
+                }
+            )
+    console.print(rows_table(rows, title="recipes"))
+
+
+@app.command()
+def demo(
+    home: Home = None,
+    workers: Annotated[int | None, typer.Option(help="local worker processes")] = None,
+) -> None:
+    """Run the built-in demo campaign (EMT: EOS of 7 metals, MD of Cu) and plot it."""
+    from matdx.cli.tables import rows_table
+    from matdx.demo import DEMO_CAMPAIGN, demo_tables, write_plots
+
+    client = _client(home, workers)
+    campaign_id = client.submit(DEMO_CAMPAIGN)
+    console.print(f"demo campaign {campaign_id} in {client.home.absolute()}")
+    _run_with_progress(client, campaign_id, 0.25)
+    results = client.results(campaign_id)
+    tables = demo_tables(results)
+    console.print(rows_table(tables["eos"], title="Equations of state (EMT, Birch–Murnaghan)"))
+    console.print(rows_table(tables["md"], title="Diffusion in Cu (EMT, Langevin NVT)"))
+    plots = write_plots(results, client.home / "plots")
+    console.print("plots: " + ", ".join(str(p) for p in plots))
+    _print_status(client, campaign_id)
+
+
+@store_app.command("verify")
+def store_verify(home: Home = None) -> None:
+    """Re-hash every artifact; exit 1 if one is missing or corrupt."""
+    from matdx.store.integrity import verify_artifacts
+
+    report = verify_artifacts(_client(home).store)
+    for label, shas in (("missing", report.missing), ("corrupt", report.corrupt)):
+        for sha in shas:
+            records = ", ".join(r[:8] for r in report.referenced_by.get(sha, []))
+            console.print(f"[red]{label}[/red] {sha} (records: {records or 'none'})")
+    console.print(
+        f"{report.checked} artifact(s) checked: {len(report.missing)} missing, "
+        f"{len(report.corrupt)} corrupt"
+    )
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit code 2."""
+    from pydantic import ValidationError
+
+    from matdx.store.queries import AmbiguousIdentifier
+    from matdx.workflows.campaign import CampaignError
+    from matdx.workflows.structures import StructureError
+    from matdx.workflows.submit import SubmitError
+
+    try:
+        app(standalone_mode=False)
+    except (
+        CampaignError,
+        StructureError,
+        SubmitError,
+        AmbiguousIdentifier,
+        LookupError,
+        ValidationError,
+    ) as error:
+        err_console.print(f"[bold red]error:[/bold red] {error}", highlight=False)
+        sys.exit(2)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        err_console.print("aborted")
+        sys.exit(130)
+    except Exception as error:  # click's usage errors
+        import click
+
+        if isinstance(error, click.ClickException):
+            error.show()
+            sys.exit(error.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

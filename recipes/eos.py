@@ -1,0 +1,226 @@
+"""Equation of state: energies at scaled volumes and a Birch–Murnaghan fit.
+
+The flow is ``relax → N points at volumes V_ref·(1 ± range) → fit``. When the lowest energy
+lies at an end of the sampled range, the fit job does not fit: it returns a
+``Response(replace=...)`` with three more points beyond that end and a new fit job, whose
+output becomes the fit's output, up to ``max_extensions`` times.
+
+Third-order Birch–Murnaghan equation of state, with η = (V0/V)^(2/3)::
+
+    E(V) = E0 + 9 V0 B0 / 16 · [ (η − 1)³ B0' + (η − 1)² (6 − 4η) ]
+
+V in Å³, E in eV, B0 reported in GPa (1 eV/Å³ = 160.21766 GPa), B0' dimensionless.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+from ase import Atoms
+from ase.units import GPa
+from pydantic import Field
+from scipy.optimize import curve_fit
+
+from matdx.recipes.calculators import check_code, method
+from matdx.recipes.relax import relax
+from matdx.recipes.static import evaluate
+from matdx.workflows import Flow, Response, job
+from matdx.workflows.maker import Maker
+
+__all__ = ["EOSMaker", "birch_murnaghan", "eos_point", "fit", "fit_birch_murnaghan"]
+
+EXTENSION_POINTS = 3
+
+
+def birch_murnaghan(
+    volume: np.ndarray, e0: float, v0: float, b0: float, b0_prime: float
+) -> np.ndarray:
+    """Energy (eV) at ``volume`` (Å³) for the parameters (eV, Å³, eV/Å³, 1)."""
+    eta = (v0 / np.asarray(volume, dtype=float)) ** (2.0 / 3.0)
+    return e0 + 9.0 * v0 * b0 / 16.0 * (
+        (eta - 1.0) ** 3 * b0_prime + (eta - 1.0) ** 2 * (6.0 - 4.0 * eta)
+    )
+
+
+def fit_birch_murnaghan(volumes: np.ndarray, energies: np.ndarray) -> dict[str, float]:
+    """Least-squares Birch–Murnaghan fit, started from a parabola through the points.
+
+    Parameters
+    ----------
+    volumes : (n,) Å³
+    energies : (n,) eV
+
+    Returns
+    -------
+    dict
+        ``E0`` (eV), ``V0`` (Å³), ``B0`` (eV/Å³), ``B0_GPa``, ``B0_prime``, standard errors
+        ``*_stderr`` from the fit's covariance, and ``rms_residual`` (eV).
+
+    Raises
+    ------
+    ValueError
+        With fewer than 5 points, or when the points have no minimum (not convex).
+    """
+    volumes = np.asarray(volumes, dtype=float)
+    energies = np.asarray(energies, dtype=float)
+    if volumes.shape != energies.shape or volumes.ndim != 1:
+        raise ValueError(
+            f"volumes, energies: need equal 1-d shapes, got {volumes.shape} and {energies.shape}"
+        )
+    if volumes.size < 5:
+        raise ValueError(
+            f"volumes: a Birch–Murnaghan fit needs at least 5 points, got {volumes.size}"
+        )
+    a, b, c = np.polyfit(volumes, energies, 2)
+    if a <= 0:
+        raise ValueError("energies: E(V) is not convex over the sampled volumes")
+    v0 = -b / (2 * a)
+    guess = (a * v0**2 + b * v0 + c, v0, 2 * a * v0, 4.0)
+    params, covariance = curve_fit(birch_murnaghan, volumes, energies, p0=guess, maxfev=20000)
+    errors = np.sqrt(np.clip(np.diag(covariance), 0, None))
+    residual = energies - birch_murnaghan(volumes, *params)
+    e0, v0, b0, b0_prime = (float(p) for p in params)
+    return dict(
+        E0=e0,
+        V0=v0,
+        B0=b0,
+        B0_GPa=b0 / GPa,
+        B0_prime=b0_prime,
+        E0_stderr=float(errors[0]),
+        V0_stderr=float(errors[1]),
+        B0_GPa_stderr=float(errors[2] / GPa),
+        B0_prime_stderr=float(errors[3]),
+        rms_residual=float(np.sqrt(np.mean(residual**2))),
+    )
+
+
+def _scaled(structure: Atoms, volume_factor: float) -> Atoms:
+    scaled = structure.copy()
+    scaled.set_cell(structure.cell.array * volume_factor ** (1.0 / 3.0), scale_atoms=True)
+    return scaled
+
+
+@job
+def eos_point(
+    structure: Atoms,
+    volume_factor: float,
+    code: str = "emt",
+    parameters: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Static calculation of ``structure`` with its volume scaled by ``volume_factor``."""
+    output = evaluate(_scaled(structure, volume_factor), code, parameters)
+    output["volume_factor"] = float(volume_factor)
+    return output
+
+
+@job(retries=0)
+def fit(
+    points: list[dict[str, Any]],
+    structure: Atoms,
+    code: str = "emt",
+    parameters: dict[str, Any] | None = None,
+    step: float = 0.02,
+    extensions_left: int = 2,
+) -> dict[str, Any] | Response:
+    """Fit E(V) of ``points`` (dicts with ``volume`` in Å³ and ``energy`` in eV).
+
+    When the lowest energy is at an end of the range and ``extensions_left`` > 0, returns a
+    ``Response`` replacing this job by more points beyond that end and a new fit.
+
+    Returns
+    -------
+    dict
+        E0 (eV), V0 (Å³), B0_GPa, B0_prime with standard errors, per-atom E0 and V0, the
+        sampled ``volumes`` and ``energies``, and the structure scaled to V0.
+    """
+    samples = sorted((float(p["volume"]), float(p["energy"])) for p in points)
+    volumes = np.array([v for v, _ in samples])
+    energies = np.array([e for _, e in samples])
+    lowest = int(np.argmin(energies))
+    edge = None if 0 < lowest < len(samples) - 1 else ("low" if lowest == 0 else "high")
+    reference = structure.get_volume()
+    if edge is not None and extensions_left > 0:
+        direction = -1.0 if edge == "low" else 1.0
+        start = (volumes[0] if edge == "low" else volumes[-1]) / reference
+        factors = [start + direction * step * k for k in range(1, EXTENSION_POINTS + 1)]
+        if min(factors) <= 0.3:
+            raise ValueError(f"points: no minimum found down to {min(factors):.2f} V_ref")
+        extra = [eos_point(structure, f, code, parameters) for f in factors]
+        known = [{"volume": v, "energy": e} for v, e in samples]
+        refit = fit(
+            known + [p.output for p in extra],
+            structure,
+            code,
+            parameters,
+            step,
+            extensions_left - 1,
+        )
+        return Response(
+            output={"extended": edge, "volumes": volumes, "energies": energies},
+            replace=Flow([*extra, refit], output=refit.output),
+        )
+    result = fit_birch_murnaghan(volumes, energies)
+    n = len(structure)
+    return {
+        **result,
+        "E0_per_atom": result["E0"] / n,
+        "V0_per_atom": result["V0"] / n,
+        "minimum_bracketed": edge is None,
+        "volumes": volumes,
+        "energies": energies,
+        "nsites": n,
+        "structure": _scaled(structure, result["V0"] / reference),
+        "method": method(code, "eos-fit", parameters),
+    }
+
+
+class EOSMaker(Maker):
+    """Equation of state of each structure (optionally relaxed first)."""
+
+    name: ClassVar[str] = "eos"
+    description: ClassVar[str] = "energy–volume curve and Birch–Murnaghan fit (V0, E0, B0, B0')"
+    summary: ClassVar[tuple[str, ...]] = (
+        "V0_per_atom",
+        "E0_per_atom",
+        "B0_GPa",
+        "B0_prime",
+        "minimum_bracketed",
+    )
+
+    code: str = "emt"
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    points: int = Field(7, ge=7, le=101, description="volumes sampled")
+    volume_range: float = Field(
+        0.08, gt=0, lt=0.5, description="volumes from V(1 - range) to V(1 + range)"
+    )
+    relax_first: bool = True
+    max_extensions: int = Field(2, ge=0, le=10)
+
+    def check(self, atoms: Atoms) -> None:
+        if not atoms.pbc.all():
+            raise ValueError("structure: an equation of state needs a periodic cell")
+        check_code(self.code, "static", atoms.get_chemical_symbols())
+
+    def make(self, atoms: Atoms) -> Flow:
+        jobs: list[Any] = []
+        reference: Any = atoms
+        if self.relax_first:
+            relaxation = relax(atoms, self.code, self.parameters, relax_cell=True)
+            jobs.append(relaxation)
+            reference = relaxation.output["structure"]
+        factors = np.linspace(1 - self.volume_range, 1 + self.volume_range, self.points)
+        points = [eos_point(reference, float(f), self.code, self.parameters) for f in factors]
+        fitting = fit(
+            [p.output for p in points],
+            reference,
+            self.code,
+            self.parameters,
+            step=float(factors[1] - factors[0]),
+            extensions_left=self.max_extensions,
+        )
+        return Flow(
+            [*jobs, *points, fitting],
+            output=fitting.output,
+            name=f"eos {atoms.get_chemical_formula()}",
+        )

@@ -1,0 +1,76 @@
+"""The store: a database of campaigns, jobs and records plus an artifact directory."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from matdx.store.artifacts import ArtifactStore
+from matdx.store.database import create_store_engine, sqlite_path
+from matdx.store.lock import file_lock
+from matdx.store.migrate import HEAD_REVISION, current_revision, upgrade
+
+__all__ = ["Store"]
+
+
+class Store:
+    """Open (and if needed create or migrate) a store.
+
+    Parameters
+    ----------
+    home
+        The matdx home directory: artifacts go to ``home/objects``; the default database is
+        ``home/store.sqlite``.
+    url
+        A SQLAlchemy URL for the database; defaults to the SQLite file in ``home``.
+
+    Examples
+    --------
+    >>> store = Store("matdx-data")  # doctest: +SKIP
+    >>> with store.transaction() as session:  # doctest: +SKIP
+    ...     session.execute(select(Job).where(Job.state == "READY"))
+    """
+
+    def __init__(self, home: str | Path, url: str | None = None) -> None:
+        self.home = Path(home).absolute()
+        self.url = url or f"sqlite:///{self.home / 'store.sqlite'}"
+        self.database_file = sqlite_path(self.url)
+        if self.database_file is not None:
+            self.database_file.parent.mkdir(parents=True, exist_ok=True)
+        self.engine = create_store_engine(self.url)
+        self.artifacts = ArtifactStore(self.home / "objects")
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._migrate()
+
+    @property
+    def backend(self) -> str:
+        return self.engine.dialect.name
+
+    def _migrate(self) -> None:
+        if current_revision(self.engine) == HEAD_REVISION:
+            return
+        with self.tick_lock(wait_s=120):  # two first openers must not both create tables
+            if current_revision(self.engine) != HEAD_REVISION:
+                upgrade(self.engine)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A session inside one transaction: committed on success, rolled back on error."""
+        with self._sessions() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def tick_lock(self, wait_s: float = 0.0) -> Iterator[None]:
+        """Hold the store's tick lock; raises :class:`~matdx.store.lock.StoreBusy`."""
+        with file_lock(self.home / "tick.lock", wait_s=wait_s):
+            yield
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.home)!r}, backend={self.backend!r}, pid={os.getpid()})"

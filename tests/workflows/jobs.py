@@ -1,0 +1,90 @@
+"""Job functions used by the workflow tests (importable by the task farm's workers)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from matdx.workflows import ArtifactFile, Flow, Response, job
+
+
+@job
+def add(a, b):
+    return a + b
+
+
+@job
+def total(values):
+    return sum(values)
+
+
+@job(retries=1)
+def fail(message="this job always fails"):
+    raise RuntimeError(message)
+
+
+@job(retries=3)
+def fail_until(marker_dir, succeed_on_attempt):
+    """Fails until it has been called ``succeed_on_attempt`` times (counted in files)."""
+    directory = Path(marker_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    calls = len(list(directory.iterdir())) + 1
+    (directory / f"call-{calls}").touch()
+    if calls < succeed_on_attempt:
+        raise ValueError(f"call {calls} fails")
+    return calls
+
+
+@job
+def sleep(seconds, value=None):
+    time.sleep(seconds)
+    return value
+
+
+@job
+def write_file(text):
+    Path("data.txt").write_text(text)
+    return {"file": ArtifactFile("data.txt", media_type="text/plain"), "length": len(text)}
+
+
+@job
+def read_file(file):
+    return Path(file.path).read_text()
+
+
+@job
+def array_stats(values):
+    array = np.asarray(values)
+    return {"mean": float(array.mean()), "squares": array**2}
+
+
+@job
+def grow_until(value, limit):
+    """Adds jobs until ``value`` reaches ``limit``; the last job's output replaces this one's."""
+    if value >= limit:
+        return value
+    following = grow_until(value + 1, limit)
+    return Response(output=value, replace=Flow([following]))
+
+
+@job
+def with_detour(value):
+    return Response(output=value, detour=Flow([add(value, 100)]))
+
+
+@job
+def with_addition(value):
+    return Response(output=value, addition=Flow([add(value, 1000)]))
+
+
+@job
+def stop_below(value):
+    return Response(output=value, stop_children=True)
+
+
+@job
+def pid():
+    return os.getpid()

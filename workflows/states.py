@@ -1,0 +1,70 @@
+"""The job state machine: which moves are allowed, done as compare-and-set updates."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from matdx.store.models import Job, JobState, utcnow
+
+__all__ = ["ACTIVE_STATES", "FINAL_STATES", "TRANSITIONS", "InvalidTransition", "move"]
+
+W, R, RUN, E, C, F, X = (
+    JobState.WAITING,
+    JobState.READY,
+    JobState.RUNNING,
+    JobState.ERRORED,
+    JobState.COMPLETED,
+    JobState.FAILED,
+    JobState.CANCELLED,
+)
+
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    # released; packed into a batch with its parents; reused a result; inputs unresolvable;
+    # cancelled
+    W: frozenset({R, RUN, C, F, X}),
+    R: frozenset({RUN, C, X}),  # launched; reused; cancelled
+    RUN: frozenset({C, E, R, W, X}),  # harvested; failed; lost (requeued); cancelled
+    E: frozenset({R, F, X}),  # retried or corrected; out of retries; cancelled
+    C: frozenset({W, F}),  # rerun; the graph change it returned is invalid
+    F: frozenset({W}),  # rerun
+    X: frozenset({W}),  # rerun
+}
+FINAL_STATES = frozenset({C, F, X})
+ACTIVE_STATES = frozenset({R, RUN, E})
+
+
+class InvalidTransition(ValueError):
+    """A state change the state machine does not allow."""
+
+
+def move(
+    session: Session,
+    job_ids: Iterable[str],
+    source: JobState | Iterable[JobState],
+    target: JobState,
+    **values: Any,
+) -> int:
+    """Move jobs from ``source`` state(s) to ``target``, setting ``values`` too.
+
+    Compare-and-set: a job whose state is no longer in ``source`` is left alone, so a move
+    never overrides a concurrent one. Returns how many jobs moved.
+    """
+    sources = {JobState(source)} if isinstance(source, str) else {JobState(s) for s in source}
+    for state in sources:
+        if target not in TRANSITIONS[state]:
+            raise InvalidTransition(f"a job cannot go from {state} to {target}")
+    ids = list(job_ids)
+    moved = 0
+    for start in range(0, len(ids), 500):  # stay below SQLite's bound-parameter limit
+        chunk = ids[start : start + 500]
+        result = session.execute(
+            update(Job)
+            .where(Job.id.in_(chunk), Job.state.in_([s.value for s in sources]))
+            .values(state=target.value, updated_at=utcnow(), **values)
+        )
+        moved += result.rowcount
+    return moved

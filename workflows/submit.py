@@ -1,0 +1,112 @@
+"""Submit: write a campaign's workflows and jobs to the store in one transaction."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from matdx.store.models import Campaign, Workflow
+from matdx.store.store import Store
+from matdx.workflows.flow import Flow
+from matdx.workflows.graph import insert_jobs
+from matdx.workflows.reference import iter_reference_ids
+
+__all__ = ["CampaignGraph", "SubmitError", "submit"]
+
+
+class SubmitError(ValueError):
+    """A campaign's graph is inconsistent; nothing was written."""
+
+
+@dataclass
+class CampaignGraph:
+    """Everything to write for one campaign.
+
+    Attributes
+    ----------
+    name
+        Campaign name.
+    workflows
+        One flow per workflow (e.g. per structure and setting), with the recipe it came from.
+    executor
+        The executor section, e.g. ``{"type": "local", "workers": 2}``.
+    spec
+        The validated campaign file, kept for provenance.
+    """
+
+    name: str
+    workflows: Sequence[tuple[str, Flow]]
+    executor: Mapping[str, Any]
+    spec: Mapping[str, Any]
+    tags: Sequence[str] = ()
+    owner: str = ""
+    project: str = ""
+    access: str = "private"
+    license: str = ""
+
+
+def _check(graph: CampaignGraph) -> None:
+    ids: set[str] = set()
+    for _, flow in graph.workflows:
+        for one in flow.jobs:
+            if one.id in ids:
+                raise SubmitError(f"job {one.id} ({one.name}) appears in two workflows")
+            ids.add(one.id)
+    for _, flow in graph.workflows:
+        for one in flow.jobs:
+            unknown = set(iter_reference_ids(one.inputs)) - ids
+            if unknown:
+                raise SubmitError(
+                    f"job {one.name} ({one.id}) references jobs outside the campaign: "
+                    f"{sorted(unknown)}"
+                )
+
+
+def submit(store: Store, graph: CampaignGraph, *, force: bool = False) -> str:
+    """Write a campaign; returns its id. Jobs start WAITING; the next tick releases them.
+
+    Parameters
+    ----------
+    force
+        Run every job even when a completed job with the same inputs exists.
+
+    Raises
+    ------
+    SubmitError
+        If the graph references jobs outside it or repeats a job; the store is unchanged.
+    """
+    _check(graph)
+    campaign_id = str(uuid.uuid4())
+    with store.transaction() as session:
+        session.add(
+            Campaign(
+                id=campaign_id,
+                name=graph.name,
+                spec=dict(graph.spec),
+                executor=dict(graph.executor),
+                tags=list(graph.tags),
+                owner=graph.owner,
+                project=graph.project,
+                access=graph.access,
+                license=graph.license,
+                force=force,
+            )
+        )
+        session.flush()
+        workflow_of: dict[str, str] = {}
+        jobs = []
+        for recipe, flow in graph.workflows:
+            workflow_id = str(uuid.uuid4())
+            session.add(
+                Workflow(
+                    id=workflow_id, campaign_id=campaign_id, name=flow.name or recipe, recipe=recipe
+                )
+            )
+            for one in flow.jobs:
+                workflow_of[one.id] = workflow_id
+                jobs.append(one)
+        session.flush()
+        insert_jobs(session, jobs, campaign_id=campaign_id, workflow_id=workflow_of, force=force)
+    return campaign_id
