@@ -5,13 +5,7 @@
 
 from __future__ import annotations
 
-from importlib import metadata
 from typing import Any
-
-try:
-    __version__ = metadata.version("matdx")
-except metadata.PackageNotFoundError:  # running from a source tree without installing
-    __version__ = "0+unknown"
 
 __all__ = ["ArtifactFile", "Client", "Flow", "Response", "__version__", "job"]
 
@@ -25,7 +19,14 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    # Imported on first use, so that `matdx --help` does not load the whole stack.
+    # Imported on first use, so that `matdx --help` and task farms start fast.
+    if name == "__version__":
+        from importlib import metadata
+
+        try:
+            return metadata.version("matdx")
+        except metadata.PackageNotFoundError:  # a source tree that was never installed
+            return "0+unknown"
     if name in _LAZY:
         import importlib
 

@@ -15,7 +15,7 @@ import numpy as np
 from ase import Atoms, units
 from ase.constraints import FixCom
 from ase.md.langevin import Langevin
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+from ase.md.velocitydistribution import Stationary, thermalize_momenta
 from pydantic import Field, PositiveFloat, PositiveInt
 
 from matdx.codes.trajectory import MEDIA_TYPE, TrajectoryReader, TrajectoryWriter
@@ -77,7 +77,7 @@ def md(
     atoms.calc = calculator(code, parameters)
     atoms.set_constraint(FixCom())
     rng = np.random.default_rng(seed)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
+    thermalize_momenta(atoms, temperature_K, rng=rng)
     Stationary(atoms)
     if premelt_temperature_K is not None and premelt_steps > 0:
         Langevin(

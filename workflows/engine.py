@@ -117,7 +117,7 @@ def tick(
             report.launch = launch(store, resolved, report.harvest.busy)
         with store.transaction() as session:
             report.states = dict(
-                session.execute(select(Job.state, func.count()).group_by(Job.state)).tuples().all()
+                session.execute(select(Job.state, func.count()).group_by(Job.state)).all()
             )
     report.seconds = time.perf_counter() - started
     return report

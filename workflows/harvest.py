@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from matdx.hpc.farm import ABANDONED, batch_claimant, claim_batch, read_events
@@ -47,9 +47,11 @@ from matdx.workflows.states import move
 
 __all__ = ["HarvestReport", "batch_progress", "harvest"]
 
-CHUNK = 200
+CHUNK = 500  # results per transaction
 # A launch interrupted before its farm started is given up after this long.
 LAUNCH_GRACE = timedelta(seconds=5)
+# Attempts lost with their batch (killed, walltime) do not spend retries, up to this many.
+MAX_LOST = 10
 
 
 @dataclass
@@ -103,6 +105,7 @@ def _settle_launch(store: Store, batch: Batch) -> None:
     created = batch.created_at if batch.created_at.tzinfo else batch.created_at.replace(tzinfo=UTC)
     if datetime.now(UTC) - created < LAUNCH_GRACE and batch_claimant(batch.directory) is None:
         return  # the process that launched it may be the farm's parent still starting it
+    Path(batch.directory).mkdir(parents=True, exist_ok=True)  # killed before it was made
     if claim_batch(batch.directory, ABANDONED) or batch_claimant(batch.directory) == ABANDONED:
         with store.transaction() as session:
             session.get(Batch, batch.id).reason = "launch interrupted; abandoned"
@@ -135,11 +138,12 @@ def _harvest_batch(store: Store, batch: Batch, status: BatchStatus, report: Harv
             elif over:
                 lost.append(job_id)
     for start in range(0, len(todo), CHUNK):
+        chunk = [
+            (job_id, attempt, run_dir, ended.get(job_id))
+            for job_id, attempt, run_dir in todo[start : start + CHUNK]
+        ]
         with store.transaction() as session:
-            for job_id, attempt, run_dir in todo[start : start + CHUNK]:
-                _harvest_one(
-                    store, session, batch, job_id, attempt, Path(run_dir), ended.get(job_id), report
-                )
+            _harvest_chunk(store, session, batch, chunk, report)
     if lost:
         if finished is not None:
             reason = f"not run: a job it depends on did not complete in batch {batch.id[:8]}"
@@ -171,6 +175,17 @@ def _requeue(session: Session, job_ids: list[str], reason: str) -> None:
             .where(Attempt.job_id == job.id, Attempt.number == job.attempt)
             .values(state=AttemptState.LOST, reason=reason, finished_at=utcnow())
         )
+        if job.requeues + 1 > MAX_LOST:  # a job that keeps taking its batch down with it
+            move(
+                session,
+                [job.id],
+                JobState.RUNNING,
+                JobState.FAILED,
+                batch_id=None,
+                requeues=job.requeues + 1,
+                reason=f"lost {job.requeues + 1} times without a result; last: {reason}",
+            )
+            continue
         move(
             session,
             [job.id],
@@ -184,9 +199,7 @@ def _requeue(session: Session, job_ids: list[str], reason: str) -> None:
         )
 
 
-def _ingest_artifacts(
-    store: Store, session: Session, output: Any, run_dir: Path
-) -> list[ArtifactReference]:
+def _ingest_artifacts(store: Store, output: Any, run_dir: Path) -> list[ArtifactReference]:
     """Copy the files an output names into the artifact store; strip their local paths."""
     references = []
     for payload in iter_artifacts(output):
@@ -197,9 +210,6 @@ def _ingest_artifacts(
         sha256, size = store.artifacts.put_file(source)
         if sha256 != payload["sha256"]:
             raise OSError(f"{source}: changed after the job returned it (sha256 differs)")
-        if session.get(Artifact, sha256) is None:
-            session.add(Artifact(sha256=sha256, size=size, media_type=payload["media_type"]))
-            session.flush()
         references.append(
             ArtifactReference(
                 role="output",
@@ -212,163 +222,270 @@ def _ingest_artifacts(
     return references
 
 
-def _harvest_one(
-    store: Store,
-    session: Session,
-    batch: Batch,
-    job_id: str,
-    attempt: int,
-    run_dir: Path,
-    farm_status: str | None,
-    report: HarvestReport,
-) -> None:
-    job = session.get(Job, job_id)
-    if job is None or job.state != JobState.RUNNING or job.attempt != attempt:
-        return
+def _read_result(
+    job_id: str, attempt: int, run_dir: Path, farm_status: str | None
+) -> dict[str, Any] | None:
+    """The attempt's result, a failure for a worker that died, or None for a stale file."""
     result_file = run_dir / RESULT_FILE
     if result_file.is_file():
         result = read_json(result_file)
         if result.get("job_id") != job_id or result.get("attempt") != attempt:
-            return  # a stale result of another attempt; never harvest it as this one
-    else:  # the worker process died while running the job
-        result = {
-            "job_id": job_id,
-            "attempt": attempt,
-            "status": "failed",
-            "output": None,
-            "response": None,
-            "input_hash": None,
-            "error": {
-                "type": "WorkerDied",
-                "message": farm_status,
-                "last_line": f"worker process died: {farm_status}",
-                "kind": "science",
-                "correction": None,
-            },
-        }
-    campaign = session.get(Campaign, job.campaign_id)
-    job_file = run_dir / JOB_FILE
-    inputs = read_json(job_file)["inputs"] if job_file.is_file() else job.inputs
-    artifacts = _ingest_artifacts(store, session, result.get("output"), run_dir)
-    parents = [
-        r
-        for (r,) in session.execute(
-            select(Job.record_id)
-            .join(JobEdge, JobEdge.parent_id == Job.id)
-            .where(JobEdge.child_id == job_id, Job.record_id.is_not(None))
-        )
-    ]
-    previous = session.execute(
-        select(Attempt.record_id)
-        .where(Attempt.job_id == job_id, Attempt.number < attempt, Attempt.record_id.is_not(None))
-        .order_by(Attempt.number.desc())
-        .limit(1)
-    ).scalar()
-    record = build_record(
-        record_id=str(uuid.uuid4()),
-        job=job,
-        campaign=campaign,
-        result=result,
-        inputs=inputs,
-        artifacts=artifacts,
-        parents=parents,
-        retry_of=previous,
-        corrections=list(job.corrections or []),
-        batch_id=batch.id,
-        scheduler_job_id=batch.scheduler_id,
-        run_dir=str(run_dir),
-    )
-    document = record.model_dump(mode="json")
+            return None  # a result of another attempt; never harvest it as this one
+        return result
+    return {
+        "job_id": job_id,
+        "attempt": attempt,
+        "status": "failed",
+        "output": None,
+        "response": None,
+        "input_hash": None,
+        "error": {
+            "type": "WorkerDied",
+            "message": farm_status,
+            "last_line": f"worker process died: {farm_status}",
+            "kind": "science",
+            "correction": None,
+        },
+    }
+
+
+def _graph_change(result: dict[str, Any]) -> dict[str, Any] | None:
+    response = result.get("response") or None
+    if response and (
+        response.get("addition")
+        or response.get("detour")
+        or response.get("replace")
+        or response.get("stop_children")
+    ):
+        return response
+    return None
+
+
+def _record_row(
+    record: Any, result: dict[str, Any], job: Job, campaign: Campaign
+) -> dict[str, Any]:
     system = record.system
-    session.add(
-        Record(
-            record_id=record.record_id,
-            schema_version=record.schema_version,
-            job_id=job_id,
-            attempt=attempt,
-            campaign_id=job.campaign_id,
-            workflow_id=job.workflow_id,
-            input_hash=record.input_hash,
-            status=record.run.status,
-            code=record.method.code,
-            calculation=record.method.calculation,
-            chemical_formula_reduced=system.chemical_formula_reduced if system else None,
-            elements=f",{','.join(system.elements)}," if system else None,
-            nsites=system.nsites if system else None,
-            energy=record.results.energy,
-            energy_per_atom=record.results.energy_per_atom,
-            structure_hash=system.structure_hash if system else None,
-            owner=campaign.owner,
-            project=campaign.project,
-            access=campaign.access,
-            license=campaign.license,
-            output=result.get("output"),
-            document=document,
+    return {
+        "record_id": record.record_id,
+        "schema_version": record.schema_version,
+        "job_id": job.id,
+        "attempt": record.attempt,
+        "campaign_id": job.campaign_id,
+        "workflow_id": job.workflow_id,
+        "input_hash": record.input_hash,
+        "status": record.run.status,
+        "code": record.method.code,
+        "calculation": record.method.calculation,
+        "chemical_formula_reduced": system.chemical_formula_reduced if system else None,
+        "elements": f",{','.join(system.elements)}," if system else None,
+        "nsites": system.nsites if system else None,
+        "energy": record.results.energy,
+        "energy_per_atom": record.results.energy_per_atom,
+        "structure_hash": system.structure_hash if system else None,
+        "owner": campaign.owner,
+        "project": campaign.project,
+        "access": campaign.access,
+        "license": campaign.license,
+        "created_at": utcnow(),
+        "output": result.get("output"),
+        "document": record.model_dump(mode="json"),
+    }
+
+
+def _harvest_chunk(
+    store: Store,
+    session: Session,
+    batch: Batch,
+    items: list[tuple[str, int, str, str | None]],
+    report: HarvestReport,
+) -> None:
+    """Harvest a group of finished attempts with a fixed number of statements.
+
+    ``items`` holds (job id, attempt, run dir, farm status). Everything, records and job
+    states alike, is written in the caller's single transaction.
+    """
+    ids = [job_id for job_id, *_ in items]
+    jobs = {
+        job.id: job
+        for job in session.scalars(
+            select(Job).where(Job.id.in_(ids), Job.state == JobState.RUNNING)
         )
-    )
-    session.flush()
-    for reference in artifacts:
-        session.add(
-            RecordArtifact(
-                record_id=record.record_id,
-                role=reference.role,
-                name=reference.name,
-                sha256=reference.sha256,
+    }
+    results: dict[str, dict[str, Any]] = {}
+    for job_id, attempt, run_dir, farm_status in items:
+        job = jobs.get(job_id)
+        if job is None or job.attempt != attempt:
+            continue
+        result = _read_result(job_id, attempt, Path(run_dir), farm_status)
+        if result is not None:
+            results[job_id] = result
+    if not results:
+        return
+    record_ids = {job_id: str(uuid.uuid4()) for job_id in results}
+    campaigns = {
+        c.id: c
+        for c in session.scalars(
+            select(Campaign).where(Campaign.id.in_({jobs[j].campaign_id for j in results}))
+        )
+    }
+    parents: dict[str, set[str]] = {job_id: set() for job_id in results}
+    for child, parent, parent_record in session.execute(
+        select(JobEdge.child_id, JobEdge.parent_id, Job.record_id)
+        .join(Job, Job.id == JobEdge.parent_id)
+        .where(JobEdge.child_id.in_(list(results)))
+    ):
+        found = record_ids.get(parent) if parent in results else parent_record
+        if found:
+            parents[child].add(found)
+    previous: dict[str, str] = {}
+    for job_id, number, record_id in session.execute(
+        select(Attempt.job_id, Attempt.number, Attempt.record_id)
+        .where(Attempt.job_id.in_(list(results)), Attempt.record_id.is_not(None))
+        .order_by(Attempt.number)
+    ):
+        if number < jobs[job_id].attempt:
+            previous[job_id] = record_id
+
+    records, links, edges, attempts, completed, errored = [], [], [], [], [], []
+    artifacts: dict[str, dict[str, Any]] = {}
+    for job_id, result in results.items():
+        job, run_dir = jobs[job_id], Path(jobs[job_id].run_dir)
+        job_file = run_dir / JOB_FILE
+        inputs = read_json(job_file)["inputs"] if job_file.is_file() else job.inputs
+        references = _ingest_artifacts(store, result.get("output"), run_dir)
+        record = build_record(
+            record_id=record_ids[job_id],
+            job=job,
+            campaign=campaigns[job.campaign_id],
+            result=result,
+            inputs=inputs,
+            artifacts=references,
+            parents=sorted(parents[job_id]),
+            retry_of=previous.get(job_id),
+            corrections=list(job.corrections or []),
+            batch_id=batch.id,
+            scheduler_job_id=batch.scheduler_id,
+            run_dir=str(run_dir),
+        )
+        records.append(_record_row(record, result, job, campaigns[job.campaign_id]))
+        for reference in references:
+            artifacts[reference.sha256] = {
+                "sha256": reference.sha256,
+                "size": reference.size,
+                "media_type": reference.media_type,
+                "created_at": utcnow(),
+            }
+            links.append(
+                {
+                    "record_id": record.record_id,
+                    "role": reference.role,
+                    "name": reference.name,
+                    "sha256": reference.sha256,
+                }
             )
+        edges += [
+            {"parent_id": p, "child_id": record.record_id, "relation": "input"}
+            for p in sorted(parents[job_id])
+        ]
+        if job_id in previous:
+            edges.append(
+                {
+                    "parent_id": previous[job_id],
+                    "child_id": record.record_id,
+                    "relation": "retry_of",
+                }
+            )
+        error = result.get("error")
+        attempts.append(
+            {
+                "b_job": job_id,
+                "b_number": job.attempt,
+                "b_record": record.record_id,
+                "b_state": AttemptState.COMPLETED
+                if result["status"] == "completed"
+                else AttemptState.FAILED,
+                "b_host": record.run.host,
+                "b_started": record.run.started_at,
+                "b_finished": record.run.finished_at,
+                "b_hash": record.input_hash,
+                "b_error": error,
+                "b_reason": (error or {}).get("last_line", ""),
+            }
         )
-    for parent in set(parents):
-        session.add(ProvenanceEdge(parent_id=parent, child_id=record.record_id, relation="input"))
-    if previous:
-        session.add(
-            ProvenanceEdge(parent_id=previous, child_id=record.record_id, relation="retry_of")
-        )
-    started, finished = record.run.started_at, record.run.finished_at
+        if result["status"] == "completed":
+            completed.append(
+                {
+                    "b_id": job_id,
+                    "b_record": record.record_id,
+                    "b_hash": record.input_hash,
+                    "b_response": _graph_change(result),
+                }
+            )
+        else:
+            spends_retry = (error or {}).get("kind", "science") != "infrastructure" and not (
+                error or {}
+            ).get("correction")
+            errored.append(
+                {
+                    "b_id": job_id,
+                    "b_failures": job.failures + int(spends_retry),
+                    "b_reason": (error or {}).get("last_line", "failed"),
+                }
+            )
+
+    known = set(session.scalars(select(Artifact.sha256).where(Artifact.sha256.in_(artifacts))))
+    new_artifacts = [row for sha, row in artifacts.items() if sha not in known]
+    if new_artifacts:
+        session.execute(insert(Artifact), new_artifacts)
+    session.execute(insert(Record), records)
+    if links:
+        session.execute(insert(RecordArtifact), links)
+    if edges:
+        session.execute(insert(ProvenanceEdge), edges)
+    table = Attempt.__table__
     session.execute(
-        Attempt.__table__.update()
-        .where(Attempt.job_id == job_id, Attempt.number == attempt)
+        table.update()
+        .where(table.c.job_id == bindparam("b_job"), table.c.number == bindparam("b_number"))
         .values(
-            state=AttemptState.COMPLETED
-            if result["status"] == "completed"
-            else AttemptState.FAILED,
-            record_id=record.record_id,
-            host=record.run.host,
-            started_at=started,
-            finished_at=finished,
-            input_hash=record.input_hash,
-            error=result.get("error"),
-            reason=(result.get("error") or {}).get("last_line", ""),
-        )
+            state=bindparam("b_state"),
+            record_id=bindparam("b_record"),
+            host=bindparam("b_host"),
+            started_at=bindparam("b_started"),
+            finished_at=bindparam("b_finished"),
+            input_hash=bindparam("b_hash"),
+            error=bindparam("b_error"),
+            reason=bindparam("b_reason"),
+        ),
+        attempts,
     )
-    if result["status"] == "completed":
-        response = result.get("response") or None
-        if response and not (
-            response.get("addition")
-            or response.get("detour")
-            or response.get("replace")
-            or response.get("stop_children")
-        ):
-            response = None
-        move(
-            session,
-            [job_id],
-            JobState.RUNNING,
-            JobState.COMPLETED,
-            record_id=record.record_id,
-            input_hash=record.input_hash,
-            pending_response=response,
-            reason="",
+    jobs_table, now = Job.__table__, utcnow()
+    running = (jobs_table.c.id == bindparam("b_id")) & (jobs_table.c.state == JobState.RUNNING)
+    if completed:
+        session.execute(
+            jobs_table.update()
+            .where(running)
+            .values(
+                state=JobState.COMPLETED,
+                record_id=bindparam("b_record"),
+                input_hash=bindparam("b_hash"),
+                pending_response=bindparam("b_response"),
+                reason="",
+                updated_at=now,
+            ),
+            completed,
         )
-        report.completed += 1
-    else:
-        error = result.get("error") or {}
-        science = error.get("kind", "science") != "infrastructure"
-        move(
-            session,
-            [job_id],
-            JobState.RUNNING,
-            JobState.ERRORED,
-            record_id=None,
-            failures=job.failures + int(science and not error.get("correction")),
-            reason=error.get("last_line", "failed"),
+    if errored:
+        session.execute(
+            jobs_table.update()
+            .where(running)
+            .values(
+                state=JobState.ERRORED,
+                record_id=None,
+                failures=bindparam("b_failures"),
+                reason=bindparam("b_reason"),
+                updated_at=now,
+            ),
+            errored,
         )
-        report.errored += 1
+    report.completed += len(completed)
+    report.errored += len(errored)

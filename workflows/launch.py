@@ -16,6 +16,7 @@ A tick killed between 1 and 3 leaves a LAUNCHING batch, which the next harvest e
 from __future__ import annotations
 
 import copy
+import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ from matdx.workflows.files import iter_artifacts
 from matdx.workflows.outputs import OutputNotReady, job_outputs
 from matdx.workflows.records import matdx_version
 from matdx.workflows.reference import resolve_references
-from matdx.workflows.rundir import JOB_FILE, write_json_atomic
+from matdx.workflows.rundir import JOB_FILE
 
 __all__ = ["LaunchReport", "launch", "plan_batch"]
 
@@ -71,6 +72,9 @@ def plan_batch(session: Session, campaign_ids: list[str], limit: int) -> list[Jo
     if not ready:
         return []
     chosen = {job.id for job in ready}
+    # Children are packed below parents that have not failed before; a retried job's
+    # children wait for it to succeed rather than be packed and skipped again.
+    packable = {job.id for job in ready if job.failures == 0}
     waiting = {
         job.id: job
         for job in session.scalars(
@@ -115,15 +119,19 @@ def plan_batch(session: Session, campaign_ids: list[str], limit: int) -> list[Jo
         for job_id, job in waiting.items():
             if job_id in chosen or len(batch) >= limit:
                 continue
-            if all(p in chosen or available for p, available in parents[job_id].items()):
+            if all(
+                p in packable or (available and p not in chosen)
+                for p, available in parents[job_id].items()
+            ):
                 chosen.add(job_id)
+                packable.add(job_id)
                 batch.append(job)
                 added = True
     return batch
 
 
 def _run_dir(home: Path, job: Job, attempt: int) -> Path:
-    return home / "runs" / job.campaign_id / job.id / str(attempt)
+    return home / "runs" / job.campaign_id / f"{job.id}.{attempt}"
 
 
 def _job_spec(
@@ -273,6 +281,8 @@ def _start(store: Store, executor: Executor, batch_id: str) -> int:
             session.scalars(select(Job).where(Job.batch_id == batch_id).order_by(Job.position))
         )
         run_dirs = {job.id: Path(job.run_dir) for job in jobs}
+        for campaign_dir in {d.parent for d in run_dirs.values()}:
+            campaign_dir.mkdir(parents=True, exist_ok=True)
         parents: dict[str, list[str]] = {job.id: [] for job in jobs}
         for child_id, parent_id in session.execute(
             select(JobEdge.child_id, JobEdge.parent_id).where(
@@ -283,11 +293,13 @@ def _start(store: Store, executor: Executor, batch_id: str) -> int:
         tasks = []
         for job in jobs:
             run_dir = run_dirs[job.id]
-            run_dir.mkdir(parents=True, exist_ok=True)
+            run_dir.mkdir(exist_ok=True)
             in_batch = {p: run_dirs[p] for p in parents[job.id] if p in run_dirs}
             outside = {p for p in parents[job.id] if p not in run_dirs}
             spec = _job_spec(store, session, job, job.attempt, run_dir, in_batch, outside)
-            write_json_atomic(run_dir / JOB_FILE, spec)
+            # Written before the farm starts, so nothing reads it half-written; a tick killed
+            # here leaves a LAUNCHING batch that is abandoned whole.
+            (run_dir / JOB_FILE).write_text(json.dumps(spec, separators=(",", ":")))
             tasks.append(
                 Task(
                     id=job.id,

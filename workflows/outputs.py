@@ -54,9 +54,7 @@ def job_outputs(session: Session, job_ids: Iterable[str]) -> dict[str, JSON]:
                 select(Record.record_id, Record.output).where(
                     Record.record_id.in_(set(record_of.values()))
                 )
-            )
-            .tuples()
-            .all()
+            ).all()
         )
         for job_id, record_id in record_of.items():
             outputs[job_id] = stored.get(record_id)

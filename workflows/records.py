@@ -16,6 +16,7 @@ other scalars (numbers, str, bool)     ``results.properties``
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any
@@ -42,6 +43,7 @@ _RESULT_SCALARS = ("band_gap", "fermi_level", "converged", "total_magnetization"
 _RESERVED = {"structure", "atoms", "energy", "method", "md", *_RESULT_ARRAYS, *_RESULT_SCALARS}
 
 
+@functools.cache
 def matdx_version() -> str:
     try:
         return metadata.version("matdx")

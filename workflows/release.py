@@ -14,7 +14,7 @@ from matdx.workflows.corrections import apply_corrections
 from matdx.workflows.outputs import OutputNotReady, job_outputs
 from matdx.workflows.reference import ReferenceError, iter_reference_ids, resolve_references
 from matdx.workflows.rundir import input_hash
-from matdx.workflows.states import move
+from matdx.workflows.states import move, move_each
 
 __all__ = ["ReleaseReport", "release"]
 
@@ -118,35 +118,32 @@ def _release_chunk(session: Session, store: Store, report: ReleaseReport) -> boo
     reusable = _reusable(
         session, store, {h for job in jobs if not job.force for h in [hashes.get(job.id)] if h}
     )
-    reused = progressed = 0
+    reused_rows, released_rows = [], []
     for job in jobs:
         if job.id not in hashes:
             continue
         digest = hashes[job.id]
         source = None if job.force else reusable.get(digest)
         if source is not None and source.id != job.id:
-            reused += move(
-                session,
-                [job.id],
-                JobState.WAITING,
-                JobState.COMPLETED,
-                input_hash=digest,
-                resolved_inputs=resolved[job.id],
-                record_id=source.record_id,
-                reused_from=source.reused_from or source.id,
-                output_ref=source.output_ref,
-                reason=f"reused the result of job {source.reused_from or source.id}",
+            origin = source.reused_from or source.id
+            reused_rows.append(
+                {
+                    "id": job.id,
+                    "input_hash": digest,
+                    "resolved_inputs": resolved[job.id],
+                    "record_id": source.record_id,
+                    "reused_from": origin,
+                    "output_ref": source.output_ref,
+                    "reason": f"reused the result of job {origin}",
+                }
             )
         else:
-            report.released += move(
-                session,
-                [job.id],
-                JobState.WAITING,
-                JobState.READY,
-                input_hash=digest,
-                resolved_inputs=resolved[job.id],
+            released_rows.append(
+                {"id": job.id, "input_hash": digest, "resolved_inputs": resolved[job.id]}
             )
-        progressed += 1
+    reused = move_each(session, reused_rows, JobState.WAITING, JobState.COMPLETED)
+    report.released += move_each(session, released_rows, JobState.WAITING, JobState.READY)
+    progressed = len(reused_rows) + len(released_rows)
     report.reused += reused
     # Reused jobs count as completed parents: their children may be releasable now.
     return reused > 0 or (len(jobs) == CHUNK and progressed > 0)

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, or_, update
 from sqlalchemy.orm import Session
 
 from matdx.store.models import Job, JobState, utcnow
 
-__all__ = ["ACTIVE_STATES", "FINAL_STATES", "TRANSITIONS", "InvalidTransition", "move"]
+__all__ = ["ACTIVE_STATES", "FINAL_STATES", "TRANSITIONS", "InvalidTransition", "move", "move_each"]
 
 W, R, RUN, E, C, F, X = (
     JobState.WAITING,
@@ -27,7 +27,8 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     # cancelled
     W: frozenset({R, RUN, C, F, X}),
     R: frozenset({RUN, C, X}),  # launched; reused; cancelled
-    RUN: frozenset({C, E, R, W, X}),  # harvested; failed; lost (requeued); cancelled
+    # harvested; failed; lost (requeued); lost too often; cancelled
+    RUN: frozenset({C, E, R, W, F, X}),
     E: frozenset({R, F, X}),  # retried or corrected; out of retries; cancelled
     C: frozenset({W, F}),  # rerun; the graph change it returned is invalid
     F: frozenset({W}),  # rerun
@@ -41,6 +42,14 @@ class InvalidTransition(ValueError):
     """A state change the state machine does not allow."""
 
 
+def _sources(source: JobState | Iterable[JobState], target: JobState) -> set[JobState]:
+    sources = {JobState(source)} if isinstance(source, str) else {JobState(s) for s in source}
+    for state in sources:
+        if target not in TRANSITIONS[state]:
+            raise InvalidTransition(f"a job cannot go from {state} to {target}")
+    return sources
+
+
 def move(
     session: Session,
     job_ids: Iterable[str],
@@ -52,11 +61,11 @@ def move(
 
     Compare-and-set: a job whose state is no longer in ``source`` is left alone, so a move
     never overrides a concurrent one. Returns how many jobs moved.
+
+    Job objects already loaded in ``session`` are not updated (synchronising them costs
+    O(loaded objects) per call); read jobs again after moving them.
     """
-    sources = {JobState(source)} if isinstance(source, str) else {JobState(s) for s in source}
-    for state in sources:
-        if target not in TRANSITIONS[state]:
-            raise InvalidTransition(f"a job cannot go from {state} to {target}")
+    sources = _sources(source, target)
     ids = list(job_ids)
     moved = 0
     for start in range(0, len(ids), 500):  # stay below SQLite's bound-parameter limit
@@ -65,6 +74,39 @@ def move(
             update(Job)
             .where(Job.id.in_(chunk), Job.state.in_([s.value for s in sources]))
             .values(state=target.value, updated_at=utcnow(), **values)
+            .execution_options(synchronize_session=False)
         )
         moved += result.rowcount
     return moved
+
+
+def move_each(
+    session: Session,
+    rows: Sequence[Mapping[str, Any]],
+    source: JobState | Iterable[JobState],
+    target: JobState,
+) -> int:
+    """:func:`move` with values per job, in one statement executed for many rows.
+
+    ``rows`` are ``{"id": job_id, column: value, ...}``, all with the same columns. Returns
+    the number of rows given (executemany reports no reliable row count).
+    """
+    sources = _sources(source, target)
+    if not rows:
+        return 0
+    table = Job.__table__
+    columns = [key for key in rows[0] if key != "id"]
+    statement = (
+        table.update()
+        # (an IN list would be an "expanding" parameter, which executemany cannot take)
+        .where(table.c.id == bindparam("_id"), or_(*(table.c.state == s.value for s in sources)))
+        .values(
+            state=target.value,
+            updated_at=utcnow(),
+            **{column: bindparam(f"_{column}") for column in columns},
+        )
+    )
+    session.execute(
+        statement, [{"_id": row["id"], **{f"_{c}": row[c] for c in columns}} for row in rows]
+    )
+    return len(rows)

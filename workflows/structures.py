@@ -154,6 +154,18 @@ def _read(source: FileSource, field: str, base: Path) -> list[Atoms]:
     return [atoms.repeat(source.repeat) for atoms in frames]
 
 
+def _keep_plain_info(atoms: Atoms) -> None:
+    """Drop what file readers leave in ``atoms.info`` that has no JSON form (e.g. the CIF
+    reader's ``Spacegroup`` object); plain values (strings, numbers, arrays) stay."""
+    from matdx.workflows.serialization import SerializationError, encode
+
+    for key in list(atoms.info):
+        try:
+            encode(atoms.info[key])
+        except SerializationError:
+            del atoms.info[key]
+
+
 def build_structures(sources: list[Any], field: str, base: Path) -> list[tuple[str, Atoms]]:
     """All structures of a study's sources, each checked and labelled with where it came from.
 
@@ -180,5 +192,6 @@ def build_structures(sources: list[Any], field: str, base: Path) -> list[tuple[s
             label = where if len(built) == 1 else f"{where} (structure {k})"
             check_structure(atoms, label)
             atoms.calc = None
+            _keep_plain_info(atoms)
             structures.append((label, atoms))
     return structures

@@ -55,8 +55,11 @@ def submit(
     force: Annotated[bool, typer.Option(help="run jobs even if identical results exist")] = False,
 ) -> None:
     """Validate a campaign file and add its jobs to the store."""
+    from matdx.workflows.campaign import load_campaign
+
+    graph = load_campaign(file)  # before the store is opened: bad input writes nothing
     client = _client(home)
-    campaign_id = client.submit(file, force=force)
+    campaign_id = client.submit(graph, force=force)
     status = client.status(campaign_id)[0]
     console.print(
         f"submitted campaign {status.name} ({campaign_id}): {status.total} jobs in "
@@ -275,9 +278,11 @@ def demo(
     """Run the built-in demo campaign (EMT: EOS of 7 metals, MD of Cu) and plot it."""
     from matdx.cli.tables import rows_table
     from matdx.demo import DEMO_CAMPAIGN, demo_tables, write_plots
+    from matdx.workflows.campaign import load_campaign
 
+    graph = load_campaign(DEMO_CAMPAIGN)
     client = _client(home, workers)
-    campaign_id = client.submit(DEMO_CAMPAIGN)
+    campaign_id = client.submit(graph)
     console.print(f"demo campaign {campaign_id} in {client.home.absolute()}")
     _run_with_progress(client, campaign_id, 0.25)
     results = client.results(campaign_id)
@@ -317,7 +322,7 @@ def main() -> None:
     from matdx.workflows.submit import SubmitError
 
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # returns the code of a typer.Exit
     except (
         CampaignError,
         StructureError,
@@ -340,6 +345,7 @@ def main() -> None:
             error.show()
             sys.exit(error.exit_code)
         raise
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":
