@@ -8,6 +8,7 @@ writing an object twice is harmless.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import os
@@ -77,6 +78,11 @@ class ArtifactStore:
             target = self.path(sha256)
             if target.is_file() and target.stat().st_size == size:
                 os.unlink(tmp)
+                # Freshen the existing object's mtime: `matdx store gc` spares objects written
+                # recently, so one that is about to be referenced again is never collected
+                # between this write and the commit of the record that references it.
+                with contextlib.suppress(PermissionError):  # another user's object
+                    os.utime(target)
             else:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.chmod(tmp, 0o444)
@@ -89,7 +95,9 @@ class ArtifactStore:
 
     def put_bytes(self, data: bytes) -> tuple[str, int]:
         """Store ``data``; returns (sha256, size in bytes)."""
-        with tempfile.NamedTemporaryFile(dir=self._scratch(), delete=False) as handle:
+        with tempfile.NamedTemporaryFile(
+            dir=self._scratch(), prefix=".incoming-", delete=False
+        ) as handle:
             handle.write(data)
         try:
             return self.put_file(handle.name)
@@ -123,6 +131,11 @@ class ArtifactStore:
         if not path.is_file():
             return ObjectStatus.MISSING
         return ObjectStatus.OK if sha256_file(path)[0] == sha256 else ObjectStatus.CORRUPT
+
+    def incoming(self) -> Iterator[Path]:
+        """Temporary files of writes in progress (or of writers that were killed)."""
+        if self.root.is_dir():
+            yield from self.root.glob(".incoming-*")
 
     def __iter__(self) -> Iterator[str]:
         """The sha256 of every object present."""

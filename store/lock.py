@@ -1,27 +1,46 @@
-"""The tick lock: one tick per store at a time."""
+"""Locks: the tick lock (one tick per store at a time) and claiming rows for work.
+
+SQLite stores take an ``flock`` on ``tick.lock`` beside the database; PostgreSQL stores take a
+session-level advisory lock on a dedicated connection. Both are released by the operating
+system or the server when the holder dies, so a killed tick never leaves a stale lock.
+"""
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
-__all__ = ["StoreBusy", "file_lock"]
+from sqlalchemy import Engine, Select, text
+from sqlalchemy.orm import Session
+
+__all__ = ["TICK_LOCK_KEY", "StoreBusy", "advisory_lock", "claim_rows", "file_lock"]
+
+# The advisory-lock key of the tick: a fixed 63-bit number derived from a name. Advisory locks
+# are per database, so one key serves every store on a server.
+TICK_LOCK_KEY = int.from_bytes(hashlib.sha256(b"matdx.tick").digest()[:8], "big") >> 1
+POLL_S = 0.05
+
+SelectT = TypeVar("SelectT", bound=Select)
 
 
 class StoreBusy(RuntimeError):
     """Another process holds the store's tick lock."""
 
 
-@contextmanager
-def file_lock(path: str | Path, wait_s: float = 0.0, poll_s: float = 0.05) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` for the duration of the block.
+def _holder_text() -> str:
+    return f"pid {os.getpid()} on {socket.gethostname()}"
 
-    The kernel releases the lock when the holder dies, so a killed tick never leaves a stale
-    lock behind.
+
+@contextmanager
+def file_lock(path: str | Path, wait_s: float = 0.0, poll_s: float = POLL_S) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` for the duration of the block.
 
     Parameters
     ----------
@@ -56,3 +75,90 @@ def file_lock(path: str | Path, wait_s: float = 0.0, poll_s: float = 0.05) -> It
         yield
     finally:
         os.close(fd)
+
+
+@contextmanager
+def advisory_lock(
+    engine: Engine, key: int = TICK_LOCK_KEY, wait_s: float = 0.0, poll_s: float = POLL_S
+) -> Iterator[None]:
+    """Hold a PostgreSQL session-level advisory lock for the duration of the block.
+
+    The lock lives on a dedicated connection that stays checked out of the pool until the
+    block ends. That connection runs in autocommit, so holding the lock through a long tick
+    keeps no transaction open (an idle-in-transaction session would hold back VACUUM). Its
+    ``application_name`` names this process, so that a second tick can say who holds the
+    lock. If the holder dies, the server ends its session and releases the lock.
+
+    Parameters
+    ----------
+    engine
+        A PostgreSQL engine.
+    key
+        The 64-bit lock key.
+    wait_s
+        How long to wait for the lock, in seconds, before raising.
+
+    Raises
+    ------
+    StoreBusy
+        If another session still holds the lock after ``wait_s`` seconds.
+    """
+    connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        connection.execute(
+            text("SELECT set_config('application_name', :name, false)"),
+            {"name": f"matdx tick {_holder_text()}"[:63]},
+        )
+        deadline = time.monotonic() + wait_s
+        while not connection.execute(
+            text("SELECT pg_try_advisory_lock(:key)"), {"key": key}
+        ).scalar():
+            if time.monotonic() >= deadline:
+                holder = connection.execute(
+                    text(
+                        "SELECT a.application_name FROM pg_locks l "
+                        "JOIN pg_stat_activity a ON a.pid = l.pid "
+                        "WHERE l.locktype = 'advisory' AND l.granted "
+                        "AND l.database = (SELECT oid FROM pg_database "
+                        "WHERE datname = current_database()) "
+                        "AND (l.classid::bigint << 32 | l.objid::bigint) = :key"
+                    ),
+                    {"key": key},
+                ).scalar()
+                who = holder.removeprefix("matdx tick ") if holder else "another session"
+                raise StoreBusy(f"another tick ({who}) is working on this store")
+            time.sleep(poll_s)
+        try:
+            yield
+        finally:
+            connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+    finally:
+        connection.close()
+
+
+def claim_rows(statement: SelectT, session: Session, *, of: object | None = None) -> SelectT:
+    """Make a SELECT claim the rows it returns, so that concurrent claimers never share one.
+
+    On PostgreSQL this adds ``FOR UPDATE SKIP LOCKED``: the selected rows are locked until the
+    transaction ends, and a concurrent transaction running the same claim skips them instead
+    of waiting. On SQLite it returns the statement unchanged: every store transaction starts
+    with ``BEGIN IMMEDIATE`` (see :mod:`matdx.store.database`), so claimers are already
+    serialised and no row-level lock exists or is needed.
+
+    Parameters
+    ----------
+    statement
+        A ``select()`` of the rows to claim (e.g. READY jobs ordered by position, limited).
+    session
+        The session (inside its transaction) the statement will run in.
+    of
+        The entity or table whose rows to lock when the SELECT joins several (``FOR UPDATE OF``).
+
+    Examples
+    --------
+    >>> query = select(Job).where(Job.state == "READY").order_by(Job.position).limit(100)
+    >>> jobs = session.scalars(claim_rows(query, session, of=Job)).all()  # doctest: +SKIP
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        return statement.with_for_update(skip_locked=True, of=of)
+    return statement

@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -32,6 +33,7 @@ __all__ = [
     "Artifact",
     "Attempt",
     "AttemptState",
+    "AuditEntry",
     "Base",
     "Batch",
     "BatchState",
@@ -42,6 +44,9 @@ __all__ = [
     "ProvenanceEdge",
     "Record",
     "RecordArtifact",
+    "RecordElement",
+    "RecordProperty",
+    "RecordTag",
     "Workflow",
     "utcnow",
 ]
@@ -111,6 +116,9 @@ class Campaign(Base):
     project: Mapped[str] = mapped_column(String(100), default="")
     access: Mapped[str] = mapped_column(String(20), default="private")
     license: Mapped[str] = mapped_column(String(64), default="")
+    # Governance defaults for the campaign's records (see matdx.store.access).
+    embargo_until: Mapped[optional_timestamp]
+    export_control: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     force: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
@@ -220,8 +228,14 @@ class Batch(Base):
 class Record(Base):
     """One calculation record (ARCHITECTURE.md, "The calculation record").
 
-    ``document`` holds the whole record; the other columns copy what queries filter on.
-    ``output`` is the job's encoded output, which references to the job resolve against.
+    ``document`` holds the whole record and is the single source of truth: the other columns,
+    and the rows of :class:`RecordElement`, :class:`RecordTag` and :class:`RecordProperty`,
+    are copies of what queries filter on, derived from it on every insert
+    (:mod:`matdx.store.indexing`). ``output`` is the job's encoded output, which references to
+    the job resolve against.
+
+    ``job_id`` names the job that made the record but is no foreign key: records imported
+    from another store (``matdx import``) keep the ids of jobs that only exist there.
     """
 
     __tablename__ = "records"
@@ -230,11 +244,29 @@ class Record(Base):
         UniqueConstraint("job_id", "attempt", name="uq_records_job_attempt"),
         Index("ix_records_campaign", "campaign_id"),
         Index("ix_records_formula", "chemical_formula_reduced"),
+        Index("ix_records_code_calculation", "code", "calculation"),
+        Index("ix_records_nsites", "nsites"),
+        Index("ix_records_owner", "owner"),
+        # The access filter's columns by record id: a query checks each candidate record in
+        # this small index, never in the table rows (which hold the documents). No index
+        # starts with access or project: the filter ORs owner, project and access, and SQLite
+        # would drive queries from a multi-index OR over most of the table instead of from
+        # their selective criteria (elements, properties, formula, ...).
+        Index(
+            "ix_records_access_check",
+            "record_id",
+            "owner",
+            "project",
+            "access",
+            "export_control",
+            "embargo_until",
+            unique=True,  # (record_id is unique anyway) so that SQLite prefers it for lookups
+        ),
     )
 
     record_id: Mapped[uuid_pk]
     schema_version: Mapped[int] = mapped_column(Integer)
-    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"))
+    job_id: Mapped[str] = mapped_column(String(36))
     attempt: Mapped[int] = mapped_column(Integer)
     campaign_id: Mapped[str] = mapped_column(String(36))
     workflow_id: Mapped[str] = mapped_column(String(36))
@@ -243,7 +275,7 @@ class Record(Base):
     code: Mapped[str | None] = mapped_column(String(40))
     calculation: Mapped[str | None] = mapped_column(String(40))
     chemical_formula_reduced: Mapped[str | None] = mapped_column(String(200))
-    elements: Mapped[str | None] = mapped_column(String(400))  # ",Cu,O," for LIKE queries
+    elements: Mapped[str | None] = mapped_column(String(400))  # ",Cu,O," (display; see below)
     nsites: Mapped[int | None] = mapped_column(Integer)
     energy: Mapped[float | None] = mapped_column(Float)  # eV
     energy_per_atom: Mapped[float | None] = mapped_column(Float)  # eV/atom
@@ -251,10 +283,83 @@ class Record(Base):
     owner: Mapped[str] = mapped_column(String(100), default="")
     project: Mapped[str] = mapped_column(String(100), default="")
     access: Mapped[str] = mapped_column(String(20), default="private")
-    license: Mapped[str] = mapped_column(String(64), default="")
+    license: Mapped[str | None] = mapped_column(String(200))  # SPDX expression; None: unknown
+    embargo_until: Mapped[optional_timestamp]
+    export_control: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[timestamp]
     output: Mapped[dict[str, Any] | list[Any] | None] = mapped_column(JSONDocument)
     document: Mapped[dict[str, Any]]
+
+
+class RecordElement(Base):
+    """The elements of a record's structure: the index of elements queries.
+
+    A table rather than a JSON array because both backends index it the same way (B-tree on
+    (element, record_id)), so "has all", "has any" and "has only" are one SQL for SQLite and
+    PostgreSQL, planned from ordinary column statistics.
+    """
+
+    __tablename__ = "record_elements"
+    # Small rows: on SQLite, kept in the primary-key B-tree itself (no rowid table besides).
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    element: Mapped[str] = mapped_column(String(3), primary_key=True)
+    record_id: Mapped[str] = mapped_column(
+        ForeignKey("records.record_id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class RecordTag(Base):
+    """The tags of a record (from its campaign): the index of tag queries."""
+
+    __tablename__ = "record_tags"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    tag: Mapped[str] = mapped_column(String(100), primary_key=True)
+    # No index by record_id: nothing looks tags up by record (records are never deleted).
+    record_id: Mapped[str] = mapped_column(
+        ForeignKey("records.record_id", ondelete="CASCADE"), primary_key=True
+    )
+
+
+class RecordProperty(Base):
+    """Scalar results of a record by name (``band_gap``, ``energy_per_atom``, ``B0_GPa``, ...):
+    the index of property-range queries. Units are those of the record's ``results`` (eV,
+    eV/atom) or are in the name."""
+
+    __tablename__ = "record_properties"
+    __table_args__ = (
+        Index("ix_record_properties_name_value", "name", "value", "record_id"),
+        {"sqlite_with_rowid": False},
+    )
+
+    record_id: Mapped[str] = mapped_column(
+        ForeignKey("records.record_id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[float] = mapped_column(Float)
+
+
+class AuditEntry(Base):
+    """One change of governance (owner, project, access, embargo, licence, export control)
+    of a record or of a campaign's defaults: who, when, why, and the values before and
+    after."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_record", "record_id"),
+        Index("ix_audit_log_campaign", "campaign_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[timestamp]
+    actor: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(40))
+    record_id: Mapped[str | None] = mapped_column(String(36))
+    campaign_id: Mapped[str | None] = mapped_column(String(36))
+    before: Mapped[dict[str, Any]]
+    after: Mapped[dict[str, Any]]
+    reason: Mapped[str] = mapped_column(Text, default="")
 
 
 class ProvenanceEdge(Base):

@@ -105,16 +105,18 @@ def blocked_jobs(session: Session, campaign_id: str) -> int:
     """WAITING jobs of a campaign below a FAILED or CANCELLED job: they cannot start."""
     below = (
         select(Job.id.label("id"))
-        .where(Job.campaign_id == campaign_id,
-               Job.state.in_([JobState.FAILED, JobState.CANCELLED]))
+        .where(Job.campaign_id == campaign_id, Job.state.in_([JobState.FAILED, JobState.CANCELLED]))
         .cte("below", recursive=True)
     )
-    below = below.union(
-        select(JobEdge.child_id).join(below, JobEdge.parent_id == below.c.id))
-    return session.scalar(
-        select(func.count()).select_from(Job)
-        .where(Job.state == JobState.WAITING, Job.id.in_(select(below.c.id)))
-    ) or 0
+    below = below.union(select(JobEdge.child_id).join(below, JobEdge.parent_id == below.c.id))
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(Job)
+            .where(Job.state == JobState.WAITING, Job.id.in_(select(below.c.id)))
+        )
+        or 0
+    )
 
 
 def leaf_results(session: Session, campaign_id: str) -> list[dict[str, Any]]:

@@ -5,31 +5,54 @@ constants and moduli GPa.
 
 Stress sign convention (``STRESS_CONVENTION``): ASE's, σ = (1/V) ∂E/∂ε, so a cell under
 compression has negative diagonal stress and pressure P = −tr(σ)/3 is positive.
+
+Versions: the schema is published as JSON Schema in ``docs/schema/record-v<N>.json``
+(:mod:`matdx.store.schema`). Stored documents are never rewritten when the version moves;
+:func:`upgrade_document` brings an old document to the current version when it is read.
+
+- v1: the first schema.
+- v2: ``governance.license`` is an SPDX license expression or null (v1: any text, "" for
+  none); ``governance.embargo_until`` is set exactly when ``access`` is ``embargoed``.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import copy
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from matdx.store.licenses import LicenseError, normalize_license
 
 __all__ = [
+    "ACCESS_LEVELS",
     "SCHEMA_VERSION",
     "STRESS_CONVENTION",
     "ArtifactReference",
     "CalculationRecord",
     "Governance",
     "Method",
+    "RecordSchemaError",
     "Results",
     "Run",
     "System",
+    "upgrade_document",
+    "validate_document",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STRESS_CONVENTION = "ase: sigma = (1/V) dE/d(strain); negative under compression"
 
+# From most to least restricted (see matdx.store.access for who sees what).
+ACCESS_LEVELS = ("private", "group", "embargoed", "public")
 Access = Literal["private", "group", "embargoed", "public"]
+
+
+class RecordSchemaError(ValueError):
+    """A record document does not follow the schema; the message names each bad field."""
 
 
 class _Section(BaseModel):
@@ -112,19 +135,54 @@ class Run(_Section):
 
 
 class Governance(_Section):
-    owner: str = ""
-    project: str = ""
+    """Who owns a record and who may see it (ARCHITECTURE.md, "governance").
+
+    ``access``: ``private`` (the owner), ``group`` (the owner and members of ``project``),
+    ``embargoed`` (metadata visible to all, artifacts to the owner and group until
+    ``embargo_until``, then public), ``public``. ``export_control``: the record never leaves
+    the store through an export or the public API, whatever its access level.
+    """
+
+    owner: str = Field("", max_length=100)
+    project: str = Field("", max_length=100)
     access: Access = "private"
-    embargo_until: datetime | None = None
-    license: str = ""  # SPDX identifier
+    embargo_until: datetime | None = None  # UTC; naive times are taken as UTC
+    license: str | None = Field(None, max_length=200)  # SPDX license expression
     export_control: bool = False
+
+    @field_validator("license", mode="before")
+    @classmethod
+    def _spdx(cls, value: Any) -> Any:
+        if value is None or isinstance(value, str):
+            try:
+                return normalize_license(value)
+            except LicenseError as err:
+                raise ValueError(str(err).removeprefix("license: ")) from err
+        return value
+
+    @field_validator("embargo_until")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    @model_validator(mode="after")
+    def _embargo_needs_a_date(self) -> Governance:
+        if self.access == "embargoed" and self.embargo_until is None:
+            raise ValueError("access 'embargoed' needs embargo_until (the date it ends)")
+        if self.access != "embargoed" and self.embargo_until is not None:
+            raise ValueError(
+                f"embargo_until is only meaningful with access 'embargoed', not {self.access!r}"
+            )
+        return self
 
 
 class CalculationRecord(_Section):
     """One record per job attempt (ARCHITECTURE.md, "The calculation record")."""
 
     record_id: str
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[2] = SCHEMA_VERSION
     input_hash: str | None
     campaign_id: str
     workflow_id: str
@@ -141,3 +199,90 @@ class CalculationRecord(_Section):
     artifacts: list[ArtifactReference] = Field(default_factory=list)
     run: Run
     governance: Governance = Field(default_factory=Governance)
+
+
+def _v1_to_v2(document: dict[str, Any]) -> dict[str, Any]:
+    """v1 → v2: licences become SPDX expressions or null; embargoes get consistent dates.
+
+    A v1 licence text that is not SPDX becomes ``LicenseRef-<text>`` (SPDX's form for
+    unlisted licences), so no information is lost. An embargo without a date, which would never
+    end, becomes ``group`` access (the safer reading); a date without an embargo is dropped.
+    """
+    governance = document.setdefault("governance", {})
+    text = governance.get("license")
+    if not text:
+        governance["license"] = None
+    else:
+        try:
+            governance["license"] = normalize_license(text)
+        except LicenseError:
+            name = re.sub(r"[^A-Za-z0-9.\-]+", "-", text).strip("-") or "unknown"
+            governance["license"] = f"LicenseRef-{name}"
+    if governance.get("access") == "embargoed" and not governance.get("embargo_until"):
+        governance["access"] = "group"
+    elif governance.get("access", "private") != "embargoed":
+        governance.pop("embargo_until", None)
+    document["schema_version"] = 2
+    return document
+
+
+# UPGRADES[v] turns a version-v document into a version v+1 document.
+UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
+
+
+def upgrade_document(document: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``document`` brought to :data:`SCHEMA_VERSION` (unchanged if current).
+
+    Raises
+    ------
+    RecordSchemaError
+        If the document has no integer ``schema_version``, or one with no upgrade path.
+    """
+    version = document.get("schema_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise RecordSchemaError(f"schema_version: expected an integer, got {version!r}")
+    if version == SCHEMA_VERSION:
+        return document
+    if version > SCHEMA_VERSION or version not in UPGRADES:
+        raise RecordSchemaError(
+            f"schema_version: no upgrade from version {version}; this matdx reads versions "
+            f"{min(UPGRADES)} to {SCHEMA_VERSION}"
+        )
+    upgraded = copy.deepcopy(document)
+    while upgraded["schema_version"] < SCHEMA_VERSION:
+        upgraded = UPGRADES[upgraded["schema_version"]](upgraded)
+    return upgraded
+
+
+def _where(location: tuple[Any, ...]) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in location).lstrip(".")
+
+
+def validate_document(document: Any, *, upgrade: bool = False) -> CalculationRecord:
+    """Validate a record document against the current schema.
+
+    Parameters
+    ----------
+    document
+        A record as plain JSON data (e.g. ``CalculationRecord.model_dump(mode="json")``).
+    upgrade
+        Upgrade an older document first (for reading and importing); writes of new records
+        leave it False, so that only current documents are written.
+
+    Raises
+    ------
+    RecordSchemaError
+        Naming every field that is wrong and why, e.g.
+        ``governance.access: Input should be 'private', 'group', 'embargoed' or 'public'``.
+    """
+    if not isinstance(document, dict):
+        raise RecordSchemaError(f"record: expected a JSON object, got {type(document).__name__}")
+    if upgrade:
+        document = upgrade_document(document)
+    try:
+        return CalculationRecord.model_validate(document)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{_where(problem['loc']) or 'record'}: {problem['msg']}" for problem in err.errors()
+        )
+        raise RecordSchemaError(f"record {document.get('record_id', '?')}: {problems}") from err

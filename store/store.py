@@ -9,12 +9,24 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from matdx.store import indexing
 from matdx.store.artifacts import ArtifactStore
-from matdx.store.database import create_store_engine, sqlite_path
-from matdx.store.lock import file_lock
+from matdx.store.database import create_store_engine, normalize_url, safe_url, sqlite_path
+from matdx.store.lock import advisory_lock, file_lock
 from matdx.store.migrate import HEAD_REVISION, current_revision, upgrade
 
-__all__ = ["Store"]
+__all__ = ["STORE_URL_VARIABLE", "Store", "store_url"]
+
+STORE_URL_VARIABLE = "MATDX_STORE"
+
+
+def store_url(home: str | Path, url: str | None = None) -> str:
+    """The database URL of a store: ``url``, else ``$MATDX_STORE``, else the SQLite file
+    ``home/store.sqlite``; PostgreSQL URLs are normalized to psycopg 3."""
+    chosen = url or os.environ.get(STORE_URL_VARIABLE) or None
+    if chosen is None:
+        return f"sqlite:///{Path(home).absolute() / 'store.sqlite'}"
+    return normalize_url(chosen)
 
 
 class Store:
@@ -26,7 +38,8 @@ class Store:
         The matdx home directory: artifacts go to ``home/objects``; the default database is
         ``home/store.sqlite``.
     url
-        A SQLAlchemy URL for the database; defaults to the SQLite file in ``home``.
+        A database URL, ``sqlite:///…`` or ``postgresql://…``; defaults to ``$MATDX_STORE``,
+        then to the SQLite file in ``home``.
 
     Examples
     --------
@@ -37,18 +50,25 @@ class Store:
 
     def __init__(self, home: str | Path, url: str | None = None) -> None:
         self.home = Path(home).absolute()
-        self.url = url or f"sqlite:///{self.home / 'store.sqlite'}"
+        self.url = store_url(self.home, url)
         self.database_file = sqlite_path(self.url)
         if self.database_file is not None:
             self.database_file.parent.mkdir(parents=True, exist_ok=True)
         self.engine = create_store_engine(self.url)
         self.artifacts = ArtifactStore(self.home / "objects")
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        indexing.install(self._sessions)  # every record insert is validated and indexed
         self._migrate()
 
     @property
     def backend(self) -> str:
+        """``sqlite`` or ``postgresql``."""
         return self.engine.dialect.name
+
+    @property
+    def display_url(self) -> str:
+        """The database URL with any password masked."""
+        return safe_url(self.url)
 
     def _migrate(self) -> None:
         if current_revision(self.engine) == HEAD_REVISION:
@@ -65,9 +85,18 @@ class Store:
 
     @contextmanager
     def tick_lock(self, wait_s: float = 0.0) -> Iterator[None]:
-        """Hold the store's tick lock; raises :class:`~matdx.store.lock.StoreBusy`."""
-        with file_lock(self.home / "tick.lock", wait_s=wait_s):
-            yield
+        """Hold the store's tick lock; raises :class:`~matdx.store.lock.StoreBusy`.
+
+        SQLite: an ``flock`` on ``home/tick.lock``. PostgreSQL: an advisory lock held on a
+        dedicated connection, so that ticks on different machines sharing the database
+        exclude each other.
+        """
+        if self.backend == "postgresql":
+            with advisory_lock(self.engine, wait_s=wait_s):
+                yield
+        else:
+            with file_lock(self.home / "tick.lock", wait_s=wait_s):
+                yield
 
     def dispose(self) -> None:
         self.engine.dispose()

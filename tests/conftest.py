@@ -1,4 +1,11 @@
-"""Fixtures shared by all tests: a throwaway matdx home and store per test."""
+"""Fixtures shared by all tests: a throwaway matdx home and store per test.
+
+Every test that uses a store (through ``home``, ``client`` or ``store_url``) runs twice: on
+SQLite and on PostgreSQL (``[sqlite]`` / ``[postgresql]`` in the test id). The PostgreSQL
+server is started once per session from the installed binaries (:mod:`matdx.store.pgserver`);
+each test gets a fresh database of its own, copied from a migrated template. Run one backend
+only with ``--store-backend sqlite`` (or ``postgresql``).
+"""
 
 from __future__ import annotations
 
@@ -7,12 +14,69 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+BACKENDS = ("sqlite", "postgresql")
+TEMPLATE_DATABASE = "matdx_template"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--store-backend",
+        action="append",
+        choices=BACKENDS,
+        help="run the store-using tests on this backend only (repeatable; default: both)",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize every test that (through its fixtures) uses a store over the backends."""
+    if "store_backend" in metafunc.fixturenames:
+        chosen = metafunc.config.getoption("store_backend") or list(BACKENDS)
+        metafunc.parametrize("store_backend", chosen)
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A throwaway PostgreSQL server for the whole session, with a migrated template database.
+
+    Fails (never skips) when the PostgreSQL binaries are missing, saying how to install them.
+    """
+    from matdx.store.pgserver import PostgresNotInstalled, TemporaryPostgres
+    from matdx.store.store import Store
+
+    try:
+        server = TemporaryPostgres().start()
+    except PostgresNotInstalled as missing:
+        pytest.fail(f"the PostgreSQL backend tests need a server: {missing}", pytrace=False)
+    try:
+        url = server.create_database(TEMPLATE_DATABASE)
+        # Migrate the template once; every test database is a copy of it.
+        Store(tmp_path_factory.mktemp("template-home"), url).dispose()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def store_url(store_backend: str, request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """The test's database URL: None for SQLite (the file in ``home``), else a fresh
+    PostgreSQL database that is dropped after the test."""
+    if store_backend == "sqlite":
+        yield None
+        return
+    server = request.getfixturevalue("postgres_server")
+    name = f"test_{uuid.uuid4().hex[:20]}"
+    url = server.create_database(name, template=TEMPLATE_DATABASE)
+    try:
+        yield url
+    finally:
+        server.drop_database(name)
 
 
 @pytest.fixture(autouse=True)
@@ -24,11 +88,16 @@ def _importable_tests(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """An empty matdx home directory, also set as ``MATDX_HOME`` for CLI subprocesses."""
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_url: str | None) -> Iterator[Path]:
+    """An empty matdx home directory, also set as ``MATDX_HOME`` for CLI subprocesses, with
+    ``MATDX_STORE`` naming the test's PostgreSQL database on that backend (so ``Store(home)``,
+    ``Client(home)`` and ``matdx`` subprocesses all use it)."""
     directory = tmp_path / "matdx-home"
     monkeypatch.setenv("MATDX_HOME", str(directory))
-    monkeypatch.delenv("MATDX_STORE", raising=False)
+    if store_url is None:
+        monkeypatch.delenv("MATDX_STORE", raising=False)
+    else:
+        monkeypatch.setenv("MATDX_STORE", store_url)
     yield directory
     _stop_farms(directory)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 
 import numpy as np
 import pytest
@@ -11,28 +12,59 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from ase.build import bulk, molecule
+from sqlalchemy import select
 
 from matdx.store.artifacts import ArtifactStore, ObjectStatus, sha256_file
 from matdx.store.lock import StoreBusy
-from matdx.store.migrate import HEAD_REVISION, alembic_config
+from matdx.store.migrate import HEAD_REVISION, alembic_config, current_revision
 from matdx.store.models import Base
 from matdx.store.store import Store
 from matdx.store.system import optimade_structure
 
 
-def test_migrations_create_exactly_the_models(home):
-    store = Store(home)
+@pytest.fixture
+def empty_url(store_backend, request, tmp_path):
+    """The URL of a database without any table (not the migrated test template)."""
+    if store_backend == "sqlite":
+        (tmp_path / "empty").mkdir()
+        yield f"sqlite:///{tmp_path / 'empty' / 'store.sqlite'}"
+        return
+    server = request.getfixturevalue("postgres_server")
+    name = f"empty_{uuid.uuid4().hex[:16]}"
+    yield server.create_database(name)
+    server.drop_database(name)
+
+
+def test_migrations_create_exactly_the_models(empty_url, tmp_path):
+    store = Store(tmp_path / "home", empty_url)
     with store.engine.connect() as connection:
+        assert current_revision(store.engine) == HEAD_REVISION
         context = MigrationContext.configure(connection)
         assert compare_metadata(context, Base.metadata) == []
     assert ScriptDirectory.from_config(alembic_config()).get_current_head() == HEAD_REVISION
+    store.dispose()
 
 
-def test_store_opens_twice_and_uses_wal(home):
-    Store(home).dispose()
-    store = Store(home)
+def test_sqlite_store_opens_twice_and_uses_wal(tmp_path):
+    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    Store(tmp_path, url).dispose()
+    store = Store(tmp_path, url)
     with store.engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    store.dispose()
+
+
+def test_postgresql_urls_use_psycopg_and_hide_passwords(tmp_path):
+    from matdx.store.database import StoreURLError, normalize_url, safe_url
+
+    assert normalize_url("postgresql://u:secret@db:5432/matdx") == (
+        "postgresql+psycopg://u:secret@db:5432/matdx"
+    )
+    assert normalize_url("postgres://db/matdx") == "postgresql+psycopg://db/matdx"
+    assert normalize_url("postgresql+psycopg2://db/matdx") == "postgresql+psycopg://db/matdx"
+    assert "secret" not in safe_url("postgresql+psycopg://u:secret@db/matdx")
+    with pytest.raises(StoreURLError, match="unsupported backend 'mysql'"):
+        normalize_url("mysql://db/matdx")
 
 
 def test_artifacts_are_content_addressed_and_verified(tmp_path):
@@ -94,6 +126,7 @@ def test_structure_hash_ignores_site_order_and_wrapping():
 
 
 def test_tick_lock_is_exclusive_and_waits(home):
+    """On SQLite a file lock, on PostgreSQL an advisory lock: the same behaviour."""
     store = Store(home)
     released = threading.Event()
 
@@ -111,3 +144,119 @@ def test_tick_lock_is_exclusive_and_waits(home):
     with other.tick_lock(wait_s=5):  # waits for the holder, then gets it
         pass
     holder.join()
+    with store.tick_lock():  # released: the first store takes it again at once
+        pass
+    store.dispose()
+    other.dispose()
+
+
+def test_migration_0002_keeps_and_indexes_existing_records(empty_url, tmp_path):
+    """A store made by 0001 with a v1 record: 0002 indexes it, and readers upgrade it."""
+    import sqlalchemy as sa
+
+    from matdx.store.access import Requester
+    from matdx.store.database import create_store_engine
+    from matdx.store.migrate import upgrade
+    from matdx.store.models import RecordElement, RecordProperty
+    from matdx.store.search import RecordQuery, search_records
+    from tests.store.factory import crystal, document
+
+    engine = create_store_engine(empty_url)
+    upgrade(engine, "0001")
+    old = document(crystal("NaCl"), band_gap=5.0, owner="ada", properties={"B0_GPa": 25.0})
+    old["schema_version"], old["governance"]["license"] = 1, ""
+    tables = sa.MetaData()
+    tables.reflect(engine)
+    with engine.begin() as connection:  # what 0001-era matdx wrote, row by row
+        stamp = sa.func.now()
+        connection.execute(
+            tables.tables["campaigns"]
+            .insert()
+            .values(
+                id=old["campaign_id"],
+                name="old",
+                created_at=stamp,
+                spec={},
+                executor={},
+                tags=[],
+                owner="ada",
+                project="",
+                access="private",
+                license="",
+                force=False,
+            )
+        )
+        connection.execute(
+            tables.tables["workflows"]
+            .insert()
+            .values(
+                id=old["workflow_id"],
+                campaign_id=old["campaign_id"],
+                name="w",
+                recipe="static",
+                created_at=stamp,
+                info={},
+            )
+        )
+        connection.execute(
+            tables.tables["jobs"]
+            .insert()
+            .values(
+                id=old["job_id"],
+                campaign_id=old["campaign_id"],
+                workflow_id=old["workflow_id"],
+                position=0,
+                name="static",
+                function="f",
+                inputs={},
+                state="COMPLETED",
+                reason="",
+                attempt=1,
+                failures=0,
+                retries=2,
+                requeues=0,
+                corrections=[],
+                resources={},
+                force=False,
+                created_at=stamp,
+                updated_at=stamp,
+            )
+        )
+        connection.execute(
+            tables.tables["records"]
+            .insert()
+            .values(
+                record_id=old["record_id"],
+                schema_version=1,
+                job_id=old["job_id"],
+                attempt=1,
+                campaign_id=old["campaign_id"],
+                workflow_id=old["workflow_id"],
+                status="completed",
+                chemical_formula_reduced="ClNa",
+                elements=",Cl,Na,",
+                nsites=2,
+                owner="ada",
+                project="",
+                access="private",
+                license="",
+                created_at=stamp,
+                document=old,
+            )
+        )
+    engine.dispose()
+
+    store = Store(tmp_path / "home", empty_url)  # migrates to the head revision
+    assert current_revision(store.engine) == HEAD_REVISION
+    with store.transaction() as session:
+        elements = session.scalars(select(RecordElement.element).order_by(RecordElement.element))
+        assert elements.all() == ["Cl", "Na"]
+        properties = dict(session.execute(select(RecordProperty.name, RecordProperty.value)).all())
+        assert properties["band_gap"] == 5.0 and properties["B0_GPa"] == 25.0
+        page = search_records(
+            session, RecordQuery.parse(elements=["Na"]), Requester("ada"), documents=True
+        )
+        assert session.scalar(sa.text("SELECT license FROM records")) is None
+    [upgraded] = page.items
+    assert upgraded["schema_version"] == 2 and upgraded["governance"]["license"] is None
+    store.dispose()

@@ -1,0 +1,116 @@
+"""Selecting the records an export may take out of the store.
+
+Every export format goes through :func:`exportable_records`: the query's criteria, the access
+filter for exports (:attr:`~matdx.store.access.Purpose.EXPORT`, or ``EXPORT_ARTIFACTS`` for
+formats that carry artifact content; export-controlled records never pass), and an optional
+list of accepted licences. Records come in record-id order, a batch of rows at a time, each
+document upgraded to the current schema.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, select
+from sqlalchemy.orm import Session
+
+from matdx.store.access import Purpose, Requester, access_filter
+from matdx.store.licenses import normalize_license
+from matdx.store.models import Record, RecordArtifact
+from matdx.store.records import CalculationRecord, validate_document
+from matdx.store.search import RecordQuery, query_conditions
+
+__all__ = ["ExportedRecord", "exportable_records", "license_filter"]
+
+BATCH = 500
+
+
+@dataclass(frozen=True)
+class ExportedRecord:
+    """A record on its way out: the validated current-version record, the job's encoded
+    output, when it was stored, and its artifact links (role, name, sha256)."""
+
+    record: CalculationRecord
+    output: Any
+    created_at: datetime
+    artifacts: tuple[tuple[str, str, str], ...]
+
+
+def license_filter(licenses: Iterable[str] | None) -> list[str] | None:
+    """Normalized SPDX expressions to accept, or None for any licence (or none).
+
+    Raises
+    ------
+    matdx.store.licenses.LicenseError
+        If one is not a valid SPDX expression.
+    """
+    if licenses is None:
+        return None
+    accepted = {normalize_license(text) for text in licenses}
+    return sorted(text for text in accepted if text)
+
+
+def exportable_records(
+    session: Session,
+    requester: Requester,
+    query: RecordQuery | None = None,
+    *,
+    licenses: Iterable[str] | None = None,
+    artifacts: bool = False,
+    now: datetime | None = None,
+) -> Iterator[ExportedRecord]:
+    """The records ``requester`` may export that match ``query`` (its ``limit`` and
+    ``after`` are ignored: an export takes every match).
+
+    Parameters
+    ----------
+    licenses
+        Accept only records under one of these SPDX expressions (a record without a licence
+        is then left out); None accepts any.
+    artifacts
+        The export carries artifact content: records whose artifacts the requester may not
+        fetch (an embargo still running) are left out.
+    now
+        The time embargoes are judged at (UTC); defaults to now.
+    """
+    accepted = license_filter(licenses)
+    purpose = Purpose.EXPORT_ARTIFACTS if artifacts else Purpose.EXPORT
+    conditions = [
+        *query_conditions(query or RecordQuery()),
+        access_filter(requester, purpose, now=now),
+    ]
+    if accepted is not None:
+        conditions.append(Record.license.in_(accepted))
+    last = ""
+    while True:
+        rows = session.execute(
+            select(Record.record_id, Record.document, Record.output, Record.created_at)
+            .where(and_(*conditions), Record.record_id > last)
+            .order_by(Record.record_id)
+            .limit(BATCH)
+        ).all()
+        if not rows:
+            return
+        links: dict[str, list[tuple[str, str, str]]] = {}
+        for record_id, role, name, sha256 in session.execute(
+            select(
+                RecordArtifact.record_id,
+                RecordArtifact.role,
+                RecordArtifact.name,
+                RecordArtifact.sha256,
+            )
+            .where(RecordArtifact.record_id.in_([row.record_id for row in rows]))
+            .order_by(RecordArtifact.record_id, RecordArtifact.role, RecordArtifact.name)
+        ):
+            links.setdefault(record_id, []).append((role, name, sha256))
+        for row in rows:
+            yield ExportedRecord(
+                record=validate_document(row.document, upgrade=True),
+                output=row.output,
+                created_at=row.created_at,
+                artifacts=tuple(links.get(row.record_id, ())),
+            )
+        last = rows[-1].record_id
