@@ -2,8 +2,8 @@
 
 Usage::
 
-    python -m matdx.hpc.farm MANIFEST          # worker processes on this node
-    mpiexec -n N python -m matdx.hpc.farm MANIFEST --mpi   # one worker per MPI rank
+    python -m matdx.hpc.farm MANIFEST                    # worker processes on this node
+    mpiexec -n N+1 python -m matdx.hpc.farm MANIFEST --mpi   # N worker ranks + a scheduler rank
 
 A manifest (JSON) lists tasks, each a directory and the ids of tasks in the same manifest it
 must wait for, and names a *runner*, ``"module:function"``, that runs one task directory and
@@ -15,6 +15,24 @@ deadline (walltime). It never talks to a database: it appends one JSON line per 
 Runner statuses: ``completed`` releases dependents; ``held``, ``failed`` and ``skipped`` hold
 them back (the tick decides). A worker process that dies while running a task ends it as
 ``crashed``.
+
+Slots. A farm has N task slots (worker processes, or worker ranks under MPI); a task with
+``cores=k`` occupies k of them while it runs (under MPI: k idle ranks of one host, one of which
+runs the task while the others stay idle for the processes the task starts itself).
+
+Deadline. A task is not started when its estimate says it would end after the deadline: the
+manifest's ``deadline`` (Unix time), or the farm's own start plus ``walltime_s`` minus
+``margin_s`` when it runs inside a batch job whose start time nobody knew when it was written.
+Tasks of unknown duration are started while the deadline has not passed.
+
+MPI protocol (``--mpi``; mpi4py is imported only then). Rank 0 claims the batch, tells every
+rank whether to go on (broadcast), gathers the host name of each rank, and then schedules with
+the same :class:`TaskGraph` as the process pool: it sends ``("run", task id, directory)`` to a
+worker rank (tag 1) and receives ``(task id, status)`` back (tag 2); ``("stop",)`` ends a
+worker. Idle ranks wait with ``Iprobe`` and a short sleep rather than a blocking receive, which
+in Open MPI spins a core. Rank 0 alone writes the event log. A rank 0 stopped by a signal
+(walltime, ``scancel``) writes ``farm-end`` and aborts the whole job; nothing is reported for
+the tasks that were running, so the tick requeues them without spending a retry.
 
 This module is generic: it knows nothing of jobs or stores (``matdx.hpc`` is a leaf).
 """
@@ -29,9 +47,10 @@ import multiprocessing
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -48,12 +67,21 @@ __all__ = [
     "process_start_time",
     "read_events",
     "run_farm",
+    "scheduler_job_id",
 ]
 
 EVENTS_FILE = "events.jsonl"
 CLAIM_FILE = "claim"
 ABANDONED = "abandoned"
 RELEASING = frozenset({"completed"})
+# Environment variables holding the batch job's id, by scheduler (Slurm, PBS, LSF, SGE).
+JOB_ID_VARIABLES = ("SLURM_JOB_ID", "PBS_JOBID", "LSB_JOBID", "JOB_ID")
+TAG_TASK, TAG_RESULT = 1, 2
+TASK_LOG = "farm-task.log"
+# Variables the MPI launcher sets for each rank; a task's own processes must not inherit them.
+LAUNCHER_PREFIXES = ("OMPI_", "PMIX_", "PMI_", "OPAL_", "ORTE_", "MPI_LOCAL", "I_MPI_", "HYDRA_")
+KEEP_MPI_VARIABLES = ("OMPI_ALLOW_RUN_AS_ROOT", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM")
+IDLE_SLEEP_S = 0.02  # how long an idle MPI rank sleeps between probes
 
 
 @dataclass(frozen=True)
@@ -99,6 +127,11 @@ class Manifest:
         Unix time after which nothing must still be running (the allocation's end), or None.
     environment
         Variables set in the workers (e.g. ``OMP_NUM_THREADS``).
+    walltime_s
+        Wall-clock limit of the allocation the farm runs in, s; the deadline becomes the
+        farm's start plus ``walltime_s - margin_s``. None when there is no limit.
+    margin_s
+        Time kept free at the end of the walltime, s (start-up, harvesting, clock skew).
     """
 
     batch_id: str
@@ -107,6 +140,8 @@ class Manifest:
     workers: int = 1
     deadline: float | None = None
     environment: dict[str, str] = field(default_factory=dict)
+    walltime_s: float | None = None
+    margin_s: float = 0.0
 
     @classmethod
     def load(cls, path: str | Path) -> Manifest:
@@ -129,6 +164,8 @@ class Manifest:
             int(data.get("workers", 1)),
             data.get("deadline"),
             dict(data.get("environment", {})),
+            data.get("walltime_s"),
+            float(data.get("margin_s") or 0.0),
         )
 
     def dump(self, path: str | Path) -> None:
@@ -138,6 +175,8 @@ class Manifest:
             "workers": self.workers,
             "deadline": self.deadline,
             "environment": self.environment,
+            "walltime_s": self.walltime_s,
+            "margin_s": self.margin_s,
             "tasks": [
                 {
                     "id": t.id,
@@ -152,6 +191,13 @@ class Manifest:
         tmp = Path(f"{path}.partial")
         tmp.write_text(json.dumps(data))
         os.replace(tmp, path)
+
+    def deadline_from(self, start: float) -> float | None:
+        """The Unix time after which no task may still run, for a farm started at ``start``."""
+        limits = [d for d in (self.deadline,) if d is not None]
+        if self.walltime_s is not None:
+            limits.append(start + self.walltime_s - self.margin_s)
+        return min(limits) if limits else None
 
 
 class TaskGraph:
@@ -279,6 +325,73 @@ def load_runner(path: str) -> Callable[[str], str]:
     return getattr(importlib.import_module(module_name), name)
 
 
+def scheduler_job_id() -> str | None:
+    """The id of the batch job this process runs in (Slurm, PBS, LSF or SGE), or None."""
+    for name in JOB_ID_VARIABLES:
+        if os.environ.get(name):
+            return os.environ[name]
+    return None
+
+
+def _run_one(runner: Callable[[str], str], task_dir: str) -> str:
+    try:
+        return runner(task_dir)
+    except Exception as error:  # the runner itself broke, not the task
+        return f"crashed: {type(error).__name__}: {error}"
+
+
+def _task_environment(keep: Iterable[str] = ()) -> dict[str, str]:
+    """This process's environment without what the MPI launcher set for this rank, so that
+    a task may start MPI programs of its own (``mpirun`` inside a rank fails otherwise)."""
+    kept = set(KEEP_MPI_VARIABLES) | set(keep)
+    return {
+        key: value
+        for key, value in os.environ.items()
+        if key in kept or not key.startswith(LAUNCHER_PREFIXES)
+    }
+
+
+def run_in_process(
+    runner_path: str, task_dir: str, environment: Mapping[str, str] | None = None
+) -> str:
+    """Run one task in a fresh Python process and return its status.
+
+    Used by MPI ranks (and Dask workers): the task cannot reach the rank's MPI communicator
+    (libraries such as ASE use ``COMM_WORLD`` collectives as soon as mpi4py is imported, which
+    would hang the farm), cannot change the rank's working directory, and a task that crashes
+    does not take the rank down. Its output goes to ``farm-task.log`` in the task directory;
+    the status comes back through a pipe.
+    """
+    read_end, write_end = os.pipe()
+    log = Path(task_dir) / TASK_LOG
+    try:
+        with open(log, "ab") as output:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "matdx.hpc.farm", "--run-task", runner_path, task_dir,
+                 "--status-fd", str(write_end)],
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                pass_fds=(write_end,),
+                env=dict(environment) if environment is not None else None,
+                cwd=task_dir,
+            )
+        os.close(write_end)
+        write_end = -1
+        with os.fdopen(read_end, "rb") as reader:
+            read_end = -1
+            status = reader.read().decode(errors="replace").strip()
+        code = process.wait()
+    finally:
+        for fd in (read_end, write_end):
+            if fd >= 0:
+                os.close(fd)
+    if code != 0 or not status:
+        lines = log.read_text(errors="replace").strip().splitlines() if log.is_file() else []
+        return f"crashed: task process exit code {code}: {lines[-1] if lines else 'no output'}"
+    return status
+
+
 # -- worker processes ------------------------------------------------------------------------
 
 
@@ -294,11 +407,7 @@ def _worker_loop(connection: Connection, runner_path: str) -> None:
         if message is None:
             return
         task_id, task_dir = message
-        try:
-            status = runner(task_dir)
-        except Exception as error:  # the runner itself broke, not the task
-            status = f"crashed: {type(error).__name__}: {error}"
-        connection.send((task_id, status))
+        connection.send((task_id, _run_one(runner, task_dir)))
 
 
 class _Worker:
@@ -324,24 +433,44 @@ class _Worker:
 
 
 class ProcessPool:
-    """Worker processes on this node, forked after the runner's module is imported."""
+    """Worker processes on this node, forked after the runner's module is imported.
+
+    There is one slot per worker process; a task with ``cores=k`` runs in one worker and keeps
+    ``k - 1`` more slots free of other tasks.
+    """
+
+    mode = "processes"
 
     def __init__(self, workers: int, runner_path: str) -> None:
         load_runner(runner_path)  # import once in the parent: forked workers inherit it
         self._context = multiprocessing.get_context("fork")
         self._runner_path = runner_path
         self.workers = [_Worker(self._context, runner_path) for _ in range(max(1, workers))]
+        self._cores: dict[str, int] = {}
 
     @property
     def size(self) -> int:
         return len(self.workers)
 
+    @property
+    def free(self) -> int:
+        """Slots not taken by running tasks."""
+        return self.size - sum(self._cores.values())
+
     def idle(self) -> list[_Worker]:
         return [w for w in self.workers if w.task is None]
 
-    def submit(self, worker: _Worker, task: Task) -> None:
+    def acquire(self, cores: int) -> _Worker | None:
+        """A worker for a task needing ``cores`` slots, or None if they are not free now."""
+        idle = self.idle()
+        return idle[0] if idle and cores <= self.free else None
+
+    def submit(self, worker: _Worker, task: Task) -> dict[str, Any]:
+        """Start ``task`` on ``worker``; returns fields for its ``start`` event."""
         worker.task = task.id
+        self._cores[task.id] = task.cores
         worker.connection.send((task.id, task.dir))
+        return {"pid": worker.process.pid}
 
     def results(self, timeout: float | None) -> Iterator[tuple[str, str]]:
         """Yield (task id, status) for tasks that ended, waiting up to ``timeout`` seconds."""
@@ -359,6 +488,7 @@ class ProcessPool:
                 if worker.connection.poll():
                     _, status = worker.connection.recv()
                     worker.task = None
+                    self._cores.pop(task_id, None)
                     yield task_id, status
                     continue
             except (EOFError, OSError):
@@ -366,6 +496,7 @@ class ProcessPool:
             if not worker.process.is_alive():
                 code = worker.process.exitcode
                 worker.task = None
+                self._cores.pop(task_id, None)
                 self.workers.remove(worker)
                 self.workers.append(_Worker(self._context, self._runner_path))
                 yield task_id, f"crashed: worker exit code {code}"
@@ -376,6 +507,99 @@ class ProcessPool:
             worker.stop(kill=kill or worker.task is not None)
 
 
+# -- MPI ranks -------------------------------------------------------------------------------
+
+
+class MPIPool:
+    """Worker ranks 1..N-1 of an MPI job, driven from rank 0 (see the module docstring).
+
+    Parameters
+    ----------
+    comm
+        The communicator (``MPI.COMM_WORLD``); every rank must have entered
+        :func:`_mpi_worker` or be constructing this pool, because the host names are gathered.
+    """
+
+    mode = "mpi"
+
+    def __init__(self, comm: Any) -> None:
+        self.comm = comm
+        hosts = comm.gather(socket.gethostname(), root=0)
+        self.hosts: dict[int, str] = {rank: hosts[rank] for rank in range(1, comm.Get_size())}
+        self._idle: list[int] = sorted(self.hosts)
+        self._held: dict[str, list[int]] = {}
+
+    @property
+    def size(self) -> int:
+        return len(self.hosts)
+
+    @property
+    def free(self) -> int:
+        return len(self._idle)
+
+    def acquire(self, cores: int) -> list[int] | None:
+        """``cores`` idle ranks of one host (the first runs the task), or None."""
+        by_host: dict[str, list[int]] = {}
+        for rank in self._idle:
+            by_host.setdefault(self.hosts[rank], []).append(rank)
+        # The host with the fewest idle ranks that still fit keeps larger holes for larger tasks.
+        fitting = [ranks for ranks in by_host.values() if len(ranks) >= cores]
+        if not fitting:
+            return None
+        return min(fitting, key=len)[:cores]
+
+    def submit(self, ranks: list[int], task: Task) -> dict[str, Any]:
+        for rank in ranks:
+            self._idle.remove(rank)
+        self._held[task.id] = ranks
+        self.comm.send(("run", task.id, task.dir), dest=ranks[0], tag=TAG_TASK)
+        return {"rank": ranks[0], "host": self.hosts[ranks[0]]}
+
+    def results(self, timeout: float | None) -> Iterator[tuple[str, str]]:
+        """Yield (task id, status) of ended tasks; waits up to ``timeout`` s for the first."""
+        from mpi4py import MPI
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        got = False
+        while self._held:
+            status = MPI.Status()
+            if self.comm.Iprobe(source=MPI.ANY_SOURCE, tag=TAG_RESULT, status=status):
+                task_id, result = self.comm.recv(source=status.Get_source(), tag=TAG_RESULT)
+                self._idle.extend(self._held.pop(task_id))
+                self._idle.sort()
+                got = True
+                yield task_id, result
+                continue
+            if got or (deadline is not None and time.monotonic() >= deadline):
+                return
+            time.sleep(IDLE_SLEEP_S)
+
+    def close(self, kill: bool = False) -> None:
+        """Stop the worker ranks: ``("stop",)`` to each, or abort the whole job (``kill``)."""
+        if kill:
+            self.comm.Abort(1)
+        for rank in self.hosts:
+            self.comm.send(("stop",), dest=rank, tag=TAG_TASK)
+
+
+
+def _mpi_worker(comm: Any, runner_path: str, environment: Mapping[str, str]) -> None:
+    """Loop of a worker rank: run the tasks rank 0 sends, each in a fresh process (see
+    :func:`run_in_process`), until it says stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    task_environment = _task_environment(keep=environment)
+    comm.gather(socket.gethostname(), root=0)  # ready: rank 0 waits for every rank here
+    while True:
+        while not comm.Iprobe(source=0, tag=TAG_TASK):
+            time.sleep(IDLE_SLEEP_S)
+        message = comm.recv(source=0, tag=TAG_TASK)
+        if message[0] == "stop":
+            return
+        _, task_id, task_dir = message
+        status = run_in_process(runner_path, task_dir, task_environment)
+        comm.send((task_id, status), dest=0, tag=TAG_RESULT)
+
+
 # -- the farm --------------------------------------------------------------------------------
 
 
@@ -383,12 +607,46 @@ class _Stop(Exception):
     pass
 
 
-def run_farm(manifest_path: str | Path, *, pool: ProcessPool | None = None) -> int:
+def run_farm(
+    manifest_path: str | Path, *, pool: ProcessPool | None = None, mpi: bool = False
+) -> int:
     """Run every task of a manifest that can run; returns the number of tasks that did not
-    complete (0 when all did)."""
+    complete (0 when all did).
+
+    Parameters
+    ----------
+    manifest_path
+        The manifest; the event log and the claim file go next to it.
+    pool
+        Worker processes to use (tests); by default ``manifest.workers`` are started.
+    mpi
+        Run under MPI: rank 0 schedules, the other ranks run tasks. Every rank calls this
+        function; on ranks other than 0 it returns 0 once rank 0 says stop.
+    """
     manifest_path = Path(manifest_path).absolute()
     manifest = Manifest.load(manifest_path)
-    if not claim_batch(manifest_path.parent, f"farm {socket.gethostname()} {os.getpid()}"):
+    comm = None
+    if mpi:
+        from mpi4py import MPI
+
+        comm = MPI.COMM_WORLD
+        os.environ.update(manifest.environment)
+        if comm.Get_rank() != 0:
+            if comm.bcast(None, root=0):
+                _mpi_worker(comm, manifest.runner, manifest.environment)
+            return 0
+        if comm.Get_size() < 2:
+            comm.bcast(False, root=0)
+            raise ValueError("--mpi needs at least 2 ranks: rank 0 schedules, the others work")
+        try:
+            load_runner(manifest.runner)
+        except BaseException:
+            comm.bcast(False, root=0)
+            raise
+    claimed = claim_batch(manifest_path.parent, f"farm {socket.gethostname()} {os.getpid()}")
+    if comm is not None:
+        comm.bcast(claimed, root=0)
+    if not claimed:
         print(
             f"batch {manifest.batch_id} was claimed by {batch_claimant(manifest_path.parent)!r};"
             " not running it",
@@ -396,14 +654,8 @@ def run_farm(manifest_path: str | Path, *, pool: ProcessPool | None = None) -> i
         )
         return len(manifest.tasks)
     os.environ.update(manifest.environment)
+    started = time.time()
     events = EventLog(manifest_path.parent / EVENTS_FILE)
-    events.write(
-        "farm-start",
-        pid=os.getpid(),
-        host=socket.gethostname(),
-        start_time=process_start_time(os.getpid()),
-        batch=manifest.batch_id,
-    )
 
     def _terminate(signum: int, _frame: Any) -> None:
         raise _Stop(signal.Signals(signum).name)
@@ -411,48 +663,67 @@ def run_farm(manifest_path: str | Path, *, pool: ProcessPool | None = None) -> i
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGINT, _terminate)
     graph = TaskGraph(manifest.tasks)
-    pool = pool or ProcessPool(manifest.workers, manifest.runner)
     reason = "done"
+    if comm is not None:
+        slots = comm.Get_size() - 1
+    else:
+        slots = pool.size if pool is not None else max(1, manifest.workers)
     try:
-        _schedule(graph, pool, manifest, events)
+        # Written first, so that the time spent starting workers counts as allocated.
+        events.write(
+            "farm-start",
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            start_time=process_start_time(os.getpid()),
+            batch=manifest.batch_id,
+            mode="mpi" if comm is not None else getattr(pool, "mode", "processes"),
+            slots=slots,
+            scheduler_job_id=scheduler_job_id(),
+            deadline=manifest.deadline_from(started),
+        )
+        if comm is not None:
+            pool = MPIPool(comm)
+        pool = pool or ProcessPool(manifest.workers, manifest.runner)
+        _schedule(graph, pool, manifest.deadline_from(started), events)
     except _Stop as stop:
         reason = f"signal {stop}"
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        pool.close(kill=reason != "done")
         unfinished = len(graph.tasks) - sum(s == "completed" for s in graph.ended.values())
         if reason == "done" and len(graph.ended) < len(graph.tasks):
             reason = "done (some tasks could not start)"
         events.write("farm-end", reason=reason, unfinished=unfinished)
         events.close()
+        if pool is not None:
+            pool.close(kill=reason.startswith("signal"))
     return unfinished
 
 
-def _schedule(graph: TaskGraph, pool: ProcessPool, manifest: Manifest, events: EventLog) -> None:
-    free_cores = pool.size
+def _schedule(
+    graph: TaskGraph, pool: ProcessPool | MPIPool, deadline: float | None, events: EventLog
+) -> None:
+    """Start ready tasks on free slots in manifest order until nothing more can run."""
     while True:
+        now = time.time()
         for task_id in graph.ready():
             task = graph.tasks[task_id]
-            if not pool.idle():
-                break
-            if task.cores > free_cores:
-                continue
-            if (
-                manifest.deadline is not None
-                and task.estimate_s is not None
-                and (time.time() + task.estimate_s > manifest.deadline)
-            ):
+            late = deadline is not None and (
+                now >= deadline or now + (task.estimate_s or 0.0) > deadline
+            )
+            if late:
                 continue  # would not finish before the walltime: leave it for a later batch
-            worker = pool.idle()[0]
+            handle = pool.acquire(task.cores)
+            if handle is None:
+                if pool.free == 0:
+                    break
+                continue  # too large for the slots free now; a smaller one may fit
             graph.start(task_id)
-            free_cores -= task.cores
-            events.write("start", task=task_id)
-            pool.submit(worker, task)
+            where = pool.submit(handle, task)
+            events.write("start", task=task_id, cores=task.cores, **where)
         if not graph.running:
             return
         for task_id, status in pool.results(timeout=1.0):
             graph.end(task_id, status.split(":", 1)[0])
-            free_cores += graph.tasks[task_id].cores
             events.write("end", task=task_id, status=status)
 
 
@@ -462,11 +733,38 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("manifest", type=Path)
+    parser.add_argument("manifest", type=Path, nargs="?")
+    parser.add_argument(
+        "--mpi", action="store_true", help="run under mpiexec: rank 0 schedules, others work"
+    )
+    parser.add_argument(
+        "--run-task", nargs=2, metavar=("RUNNER", "DIR"), help=argparse.SUPPRESS
+    )  # one task in this process (see run_in_process)
+    parser.add_argument("--status-fd", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.run_task:
+        runner_path, task_dir = args.run_task
+        status = _run_one(load_runner(runner_path), task_dir)
+        with os.fdopen(args.status_fd, "w") if args.status_fd else sys.stdout as out:
+            out.write(status + "\n")
+        return 0
+    if args.manifest is None:
+        parser.error("MANIFEST is required")
     if not args.manifest.is_file():
         parser.error(f"MANIFEST: no such file {args.manifest}")
-    unfinished = run_farm(args.manifest)
+    if not args.mpi:
+        return 0 if run_farm(args.manifest) == 0 else 3
+    from mpi4py import MPI
+
+    try:
+        unfinished = run_farm(args.manifest, mpi=True)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        sys.stderr.flush()
+        MPI.COMM_WORLD.Abort(1)
+        raise
     return 0 if unfinished == 0 else 3
 
 

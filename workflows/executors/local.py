@@ -14,7 +14,7 @@ from typing import Any
 
 from matdx.hpc.farm import process_start_time, read_events
 from matdx.store.models import Batch
-from matdx.workflows.executors.base import BatchStatus, Executor
+from matdx.workflows.executors.base import Allocation, BatchStatus, Executor
 
 __all__ = ["LocalExecutor"]
 
@@ -43,6 +43,13 @@ class LocalExecutor(Executor):
 
     def capacity(self, active: list[Batch], busy: Mapping[str, int]) -> int:
         return self.workers - sum(busy.get(b.id, b.workers) for b in active)
+
+    def allocation(
+        self, active: list[Batch], busy: Mapping[str, int], spec: Mapping[str, Any]
+    ) -> Allocation | None:
+        """One batch with the workers free now; no walltime."""
+        free = self.capacity(active, busy)
+        return Allocation(slots=free, widest=self.workers) if free >= 1 else None
 
     def start(self, batch: Batch, manifest: str) -> dict[str, Any]:
         env = dict(os.environ)
