@@ -15,6 +15,9 @@ same run, and prints matdx's speed-up over each.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import logging
 import os
 import statistics
 import sys
@@ -96,7 +99,9 @@ def run_jobflow(shape: str, n: int) -> float | None:
         if shape == "fan-out+gather":
             jobs.append(gather([j.output for j in jobs]))
     start = time.perf_counter()
+    logging.disable(logging.INFO)
     run_locally(Flow(jobs), log=False)
+    logging.disable(logging.NOTSET)
     return time.perf_counter() - start
 
 
@@ -129,12 +134,16 @@ def run_fireworks(shape: str, n: int) -> float | None:
     start = time.perf_counter()
     launchpad.add_wf(Workflow(fireworks, links))
     here = os.getcwd()
-    with tempfile.TemporaryDirectory() as directory:
+    with tempfile.TemporaryDirectory() as directory, \
+            contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+        # FireWorks logs every rocket to stdout, and its ping thread to stderr.
+        logging.disable(logging.INFO)
         os.chdir(directory)
         try:
             rapidfire(launchpad, strm_lvl="ERROR")
         finally:
             os.chdir(here)
+            logging.disable(logging.NOTSET)
     return time.perf_counter() - start
 
 

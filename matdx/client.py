@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 
-from matdx.store.models import Attempt, Campaign, Job, JobState, Record, Workflow
+from matdx.store.access import Requester
+from matdx.store.models import Attempt, AuditEntry, Campaign, Job, JobState, Record, Workflow
 from matdx.store.queries import Failure, blocked_jobs, failures, find, leaf_results, state_counts
+from matdx.store.search import Page, RecordQuery, count_records, search_records
 from matdx.store.store import Store
 from matdx.workflows.campaign import available_recipes, load_campaign
 from matdx.workflows.engine import TickReport, executors_of, tick
@@ -245,3 +247,265 @@ class Client:
     @staticmethod
     def recipes() -> dict[str, Any]:
         return available_recipes()
+
+    # -- records: queries, governance, exports ---------------------------------------------
+
+    def record_query(self, **criteria: Any) -> RecordQuery:
+        """A validated :class:`~matdx.store.search.RecordQuery`; ``campaign`` (a name or id,
+        or a list of them) is resolved to ``campaign_ids``.
+
+        Raises
+        ------
+        matdx.store.search.QueryError
+            If a criterion is malformed (the message names it).
+        """
+        campaigns = criteria.pop("campaign", None)
+        if campaigns:
+            names = [campaigns] if isinstance(campaigns, str) else list(campaigns)
+            criteria["campaign_ids"] = [
+                *criteria.get("campaign_ids", []),
+                *(self.resolve_campaign(name) for name in names),
+            ]
+        return RecordQuery.parse(**criteria)
+
+    def query(
+        self, *, requester: Requester | None = None, documents: bool = False, **criteria: Any
+    ) -> Page:
+        """One page of the records the requester may read that match the criteria.
+
+        Parameters
+        ----------
+        requester
+            Who asks; defaults to ``$MATDX_USER`` / ``$MATDX_GROUPS``
+            (:meth:`Requester.from_environment`).
+        documents
+            Whole record documents instead of summaries.
+        criteria
+            Fields of :class:`~matdx.store.search.RecordQuery` (``elements``,
+            ``any_elements``, ``only_elements``, ``formula``, ``nsites``, ``calculation``,
+            ``code``, ``tags``, ``properties``, ``status``, ``access``, ``owner``, ``limit``,
+            ``after``) and ``campaign``.
+
+        Examples
+        --------
+        >>> page = client.query(elements=["Cu", "O"], properties={"band_gap": {"min": 1}})
+        >>> page.items[0]["formula"], page.next_after  # doctest: +SKIP
+        """
+        query = self.record_query(**criteria)
+        who = requester or Requester.from_environment()
+        with self.store.transaction() as session:
+            return search_records(session, query, who, documents=documents)
+
+    def count(self, *, requester: Requester | None = None, **criteria: Any) -> int:
+        """How many records the requester may read match the criteria (see :meth:`query`)."""
+        query = self.record_query(**criteria)
+        with self.store.transaction() as session:
+            return count_records(session, query, requester or Requester.from_environment())
+
+    def _selection(self, identifiers: list[str]) -> tuple[list[str], list[str]]:
+        records, campaigns = [], []
+        with self.store.transaction() as session:
+            for identifier in identifiers:
+                kind, found = find(session, identifier)
+                if kind == "record":
+                    records.append(found)
+                elif kind == "campaign":
+                    campaigns.append(found)
+                else:
+                    raise LookupError(f"{identifier!r} is a job; give records or campaigns")
+        return records, campaigns
+
+    def set_access(
+        self,
+        identifiers: list[str],
+        *,
+        requester: Requester | None = None,
+        reason: str = "",
+        **changes: Any,
+    ) -> int:
+        """Change the governance of records, or of campaigns and all their records, with an
+        audit entry each; returns the number of records changed.
+
+        Parameters
+        ----------
+        identifiers
+            Record ids (or prefixes) and campaign names or ids.
+        changes
+            Fields of :class:`~matdx.store.governance.GovernanceChange`: ``owner``,
+            ``project``, ``access``, ``embargo_until``, ``license``, ``export_control``.
+        """
+        from matdx.store.governance import GovernanceChange, set_governance
+
+        change = GovernanceChange.model_validate(changes)
+        records, campaigns = self._selection(identifiers)
+        with self.store.transaction() as session:
+            return set_governance(
+                session,
+                requester or Requester.from_environment(),
+                change,
+                record_ids=records,
+                campaign_ids=campaigns,
+                reason=reason,
+            )
+
+    def fetch_artifact(
+        self,
+        record: str,
+        name: str,
+        destination: str | Path,
+        *,
+        requester: Requester | None = None,
+    ) -> Path:
+        """Copy an output artifact of a record to ``destination``, if the requester may fetch
+        it (an embargoed record's artifacts stay hidden from outsiders until its date).
+
+        Raises
+        ------
+        PermissionError
+            If the requester may not fetch the record's artifacts.
+        LookupError
+            If the record has no artifact of that name.
+        """
+        from matdx.store.access import Purpose, allowed
+        from matdx.store.models import RecordArtifact
+
+        kind, record_id = self.resolve(record)
+        if kind != "record":
+            raise LookupError(f"{record!r} is a {kind}, not a record")
+        who = requester or Requester.from_environment()
+        with self.store.transaction() as session:
+            if not allowed(session, who, Purpose.ARTIFACTS, [record_id]):
+                raise PermissionError(f"{who.name} may not fetch the artifacts of {record_id}")
+            sha256 = session.scalar(
+                select(RecordArtifact.sha256).where(
+                    RecordArtifact.record_id == record_id, RecordArtifact.name == name
+                )
+            )
+        if sha256 is None:
+            raise LookupError(f"record {record_id} has no artifact named {name!r}")
+        return self.store.artifacts.materialize(sha256, destination)
+
+    def history(self, identifier: str) -> list[dict[str, Any]]:
+        """The governance changes of a record or campaign, oldest first."""
+        kind, found = self.resolve(identifier)
+        column = AuditEntry.record_id if kind == "record" else AuditEntry.campaign_id
+        with self.store.transaction() as session:
+            entries = session.scalars(
+                select(AuditEntry).where(column == found).order_by(AuditEntry.id)
+            ).all()
+            return [
+                {
+                    "at": e.at.isoformat(),
+                    "actor": e.actor,
+                    "action": e.action,
+                    "before": e.before,
+                    "after": e.after,
+                    "reason": e.reason,
+                }
+                for e in entries
+            ]
+
+    def export(
+        self,
+        fmt: str,
+        path: str | Path,
+        *,
+        requester: Requester | None = None,
+        licenses: list[str] | None = None,
+        fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+        seed: int = 0,
+        **criteria: Any,
+    ) -> Any:
+        """Export the records the requester may take out of the store.
+
+        Parameters
+        ----------
+        fmt
+            ``optimade`` (JSON Lines), ``extxyz`` (a directory of train / validation / test
+            files), ``ase`` (ASE database), ``parquet`` or ``archive`` (for ``matdx import``).
+        licenses
+            Export only records under one of these SPDX expressions.
+        fractions, seed
+            The train / validation / test split of ``extxyz``.
+        criteria
+            Selection, as for :meth:`query` (``limit`` and ``after`` do not apply).
+
+        Returns
+        -------
+        The number of records written (``optimade``, ``ase``, ``parquet``), an
+        :class:`~matdx.store.export_extxyz.ExtxyzReport` or an
+        :class:`~matdx.store.archive.ArchiveReport`.
+        """
+        from matdx.store.exporting import exportable_records
+
+        writers = ("optimade", "extxyz", "ase", "parquet", "archive")
+        if fmt not in writers:
+            raise ValueError(f"export format: {fmt!r} is not one of {', '.join(writers)}")
+        query = self.record_query(**criteria)
+        who = requester or Requester.from_environment()
+        with self.store.transaction() as session:
+            records = exportable_records(
+                session, who, query, licenses=licenses, artifacts=fmt in ("extxyz", "archive")
+            )
+            if fmt == "optimade":
+                from matdx.store.export_optimade import write_optimade_jsonl
+
+                return write_optimade_jsonl(records, path)
+            if fmt == "ase":
+                from matdx.store.export_ase import write_ase_db
+
+                return write_ase_db(records, path)
+            if fmt == "parquet":
+                from matdx.store.export_parquet import write_parquet
+
+                return write_parquet(records, path)
+            if fmt == "archive":
+                from matdx.store.archive import write_archive
+
+                return write_archive(records, path, artifacts=self.store.artifacts)
+            from matdx.store.export_extxyz import write_extxyz
+
+            return write_extxyz(
+                records,
+                path,
+                artifacts=self.store.artifacts,
+                read_frames=h5md_frames,
+                fractions=fractions,
+                seed=seed,
+            )
+
+    def import_archive(self, path: str | Path) -> Any:
+        """Load an archive made by ``export("archive", ...)``; records already in the store
+        are skipped. Returns an :class:`~matdx.store.archive.ImportReport`."""
+        from matdx.store.archive import import_archive
+
+        with self.store.transaction() as session:
+            return import_archive(session, path, artifacts=self.store.artifacts)
+
+    def gc(self, *, dry_run: bool = False, grace_s: float | None = None) -> Any:
+        """Remove artifact objects no record references (see :mod:`matdx.store.gc`)."""
+        from matdx.store.gc import DEFAULT_GRACE_S, collect_garbage
+
+        return collect_garbage(
+            self.store, dry_run=dry_run, grace_s=DEFAULT_GRACE_S if grace_s is None else grace_s
+        )
+
+
+def h5md_frames(path: Path) -> Iterator[Any]:
+    """The frames of an H5MD trajectory artifact, for the extended-XYZ export (the store
+    reads no trajectory format itself; :mod:`matdx.codes.trajectory` owns it)."""
+    from matdx.codes.trajectory import TrajectoryReader
+    from matdx.store.export_extxyz import Frame
+
+    with TrajectoryReader(path) as reader:
+        for block in reader.blocks():
+            energies = block.observables.get("potential_energy")
+            for i in range(len(block.positions)):
+                yield Frame(
+                    numbers=reader.numbers,
+                    positions=block.positions[i],
+                    cell=block.cells[i],
+                    pbc=reader.pbc,
+                    energy=None if energies is None else float(energies[i]),
+                    forces=None if block.forces is None else block.forces[i],
+                )

@@ -1,49 +1,45 @@
-"""Codes that run inside the Python process through an ASE calculator (EMT for now)."""
+"""In-process codes: ASE calculators run inside the job's process (EMT, CHGNet)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from ase.calculators.calculator import Calculator
 
 from matdx.codes import emt
+from matdx.recipes.codes import code_info
 
-__all__ = ["IN_PROCESS_CODES", "UnsupportedCode", "calculator", "check_code", "method"]
-
-IN_PROCESS_CODES = {emt.NAME: emt}
-
-
-class UnsupportedCode(ValueError):
-    """A recipe was asked to run with a code it does not support."""
-
-
-def _module(code: str) -> Any:
-    try:
-        return IN_PROCESS_CODES[code]
-    except KeyError:
-        raise UnsupportedCode(
-            f"code: unknown code {code!r}; available: {', '.join(sorted(IN_PROCESS_CODES))}"
-        ) from None
-
-
-def check_code(code: str, calculation: str, symbols: Iterable[str]) -> None:
-    """Raise if ``code`` cannot do ``calculation`` on these elements."""
-    module = _module(code)
-    if calculation not in module.CALCULATIONS:
-        raise UnsupportedCode(
-            f"code: {code} cannot run {calculation!r} calculations; it runs "
-            f"{', '.join(sorted(module.CALCULATIONS))}"
-        )
-    try:
-        module.check_elements(symbols)
-    except ValueError as err:
-        raise UnsupportedCode(f"code: {err}") from err
+__all__ = ["calculator", "method"]
 
 
 def calculator(code: str, parameters: Mapping[str, Any] | None = None) -> Calculator:
-    return _module(code).calculator(parameters)
+    """A new ASE calculator for an in-process code.
+
+    Raises
+    ------
+    UnsupportedCode
+        For program codes and unknown names.
+    ValueError
+        For parameters the calculator does not take.
+    """
+    info = code_info(code)
+    if not info.in_process:
+        raise ValueError(f"code: {code} is a program, not an in-process calculator")
+    if code == "emt":
+        return emt.calculator(parameters)
+    from chgnet.model.dynamics import CHGNetCalculator
+
+    options = {"use_device": "cpu", **dict(parameters or {})}  # the GPU only when asked for
+    return CHGNetCalculator(**options)
 
 
 def method(code: str, calculation: str, parameters: Mapping[str, Any] | None) -> dict[str, Any]:
-    return _module(code).method(calculation, parameters)
+    """The record's method section of an in-process calculation."""
+    if code == "emt":
+        return emt.method(calculation, parameters)
+    from importlib.metadata import version
+
+    return {"code": code, "code_version": f"chgnet {version('chgnet')}",
+            "calculation": calculation, "functional": "CHGNet (trained on MPtrj, PBE/PBE+U)",
+            "parameters": dict(parameters or {})}

@@ -22,11 +22,11 @@ from ase.units import GPa
 from pydantic import Field
 from scipy.optimize import curve_fit
 
-from matdx.recipes.calculators import check_code, method
-from matdx.recipes.relax import relax
-from matdx.recipes.static import evaluate
+from matdx.recipes.calculation import fixed_kpoints
+from matdx.recipes.maker import CodeMaker
+from matdx.recipes.relax import relaxed_first
+from matdx.recipes.static import single_point
 from matdx.workflows import Flow, Response, job
-from matdx.workflows.maker import Maker
 
 __all__ = ["EOSMaker", "birch_murnaghan", "eos_point", "fit", "fit_birch_murnaghan"]
 
@@ -102,31 +102,26 @@ def _scaled(structure: Atoms, volume_factor: float) -> Atoms:
 
 
 @job
-def eos_point(
-    structure: Atoms,
-    volume_factor: float,
-    code: str = "emt",
-    parameters: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Static calculation of ``structure`` with its volume scaled by ``volume_factor``."""
-    output = evaluate(_scaled(structure, volume_factor), code, parameters)
+def eos_point(*, atoms: Atoms, volume_factor: float, code: str = "emt",
+              parameters: dict[str, Any] | None = None, protocol: str = "moderate",
+              applied: dict[str, int] | None = None) -> dict[str, Any]:
+    """Static calculation of ``atoms`` with its volume scaled by ``volume_factor``, on the
+    k-point grid of the unscaled ``atoms`` (a grid that changed with the volume would put
+    steps into E(V))."""
+    parameters = fixed_kpoints(code, protocol, parameters, atoms)
+    output = single_point(_scaled(atoms, volume_factor), code, parameters, protocol, applied)
     output["volume_factor"] = float(volume_factor)
     return output
 
 
 @job(retries=0)
-def fit(
-    points: list[dict[str, Any]],
-    structure: Atoms,
-    code: str = "emt",
-    parameters: dict[str, Any] | None = None,
-    step: float = 0.02,
-    extensions_left: int = 2,
-) -> dict[str, Any] | Response:
+def fit(points: list[dict[str, Any]], structure: Atoms, code_settings: dict[str, Any],
+        step: float = 0.02, extensions_left: int = 2) -> dict[str, Any] | Response:
     """Fit E(V) of ``points`` (dicts with ``volume`` in Å³ and ``energy`` in eV).
 
     When the lowest energy is at an end of the range and ``extensions_left`` > 0, returns a
-    ``Response`` replacing this job by more points beyond that end and a new fit.
+    ``Response`` replacing this job by more points beyond that end (computed with
+    ``code_settings``: code, parameters, protocol) and a new fit.
 
     Returns
     -------
@@ -146,20 +141,12 @@ def fit(
         factors = [start + direction * step * k for k in range(1, EXTENSION_POINTS + 1)]
         if min(factors) <= 0.3:
             raise ValueError(f"points: no minimum found down to {min(factors):.2f} V_ref")
-        extra = [eos_point(structure, f, code, parameters) for f in factors]
+        extra = [eos_point(atoms=structure, volume_factor=f, **code_settings) for f in factors]
         known = [{"volume": v, "energy": e} for v, e in samples]
-        refit = fit(
-            known + [p.output for p in extra],
-            structure,
-            code,
-            parameters,
-            step,
-            extensions_left - 1,
-        )
-        return Response(
-            output={"extended": edge, "volumes": volumes, "energies": energies},
-            replace=Flow([*extra, refit], output=refit.output),
-        )
+        refit = fit(known + [p.output for p in extra], structure, code_settings, step,
+                    extensions_left - 1)
+        return Response(output={"extended": edge, "volumes": volumes, "energies": energies},
+                        replace=Flow([*extra, refit], output=refit.output))
     result = fit_birch_murnaghan(volumes, energies)
     n = len(structure)
     return {
@@ -171,56 +158,38 @@ def fit(
         "energies": energies,
         "nsites": n,
         "structure": _scaled(structure, result["V0"] / reference),
-        "method": method(code, "eos-fit", parameters),
+        "method": {"code": code_settings.get("code"), "calculation": "eos-fit",
+                   "parameters": {"fit": "birch-murnaghan-3", **code_settings}},
     }
 
 
-class EOSMaker(Maker):
+class EOSMaker(CodeMaker):
     """Equation of state of each structure (optionally relaxed first)."""
 
     name: ClassVar[str] = "eos"
     description: ClassVar[str] = "energy–volume curve and Birch–Murnaghan fit (V0, E0, B0, B0')"
-    summary: ClassVar[tuple[str, ...]] = (
-        "V0_per_atom",
-        "E0_per_atom",
-        "B0_GPa",
-        "B0_prime",
-        "minimum_bracketed",
-    )
+    summary: ClassVar[tuple[str, ...]] = ("V0_per_atom", "E0_per_atom", "B0_GPa", "B0_prime",
+                                          "minimum_bracketed")
 
-    code: str = "emt"
-    parameters: dict[str, Any] = Field(default_factory=dict)
     points: int = Field(7, ge=7, le=101, description="volumes sampled")
-    volume_range: float = Field(
-        0.08, gt=0, lt=0.5, description="volumes from V(1 - range) to V(1 + range)"
-    )
+    volume_range: float = Field(0.08, gt=0, lt=0.5,
+                                description="volumes from V(1 - range) to V(1 + range)")
     relax_first: bool = True
     max_extensions: int = Field(2, ge=0, le=10)
 
-    def check(self, atoms: Atoms) -> None:
+    def check(self, atoms: Atoms, *, local: bool = True) -> None:
         if not atoms.pbc.all():
             raise ValueError("structure: an equation of state needs a periodic cell")
-        check_code(self.code, "static", atoms.get_chemical_symbols())
+        super().check(atoms, local=local)
 
-    def make(self, atoms: Atoms) -> Flow:
-        jobs: list[Any] = []
-        reference: Any = atoms
-        if self.relax_first:
-            relaxation = relax(atoms, self.code, self.parameters, relax_cell=True)
-            jobs.append(relaxation)
-            reference = relaxation.output["structure"]
+    def make(self, atoms: Atoms, start: Any = None) -> Flow:
+        settings = self.code_settings()
+        jobs, reference = relaxed_first(atoms if start is None else start, settings,
+                                        self.relax_first)
         factors = np.linspace(1 - self.volume_range, 1 + self.volume_range, self.points)
-        points = [eos_point(reference, float(f), self.code, self.parameters) for f in factors]
-        fitting = fit(
-            [p.output for p in points],
-            reference,
-            self.code,
-            self.parameters,
-            step=float(factors[1] - factors[0]),
-            extensions_left=self.max_extensions,
-        )
-        return Flow(
-            [*jobs, *points, fitting],
-            output=fitting.output,
-            name=f"eos {atoms.get_chemical_formula()}",
-        )
+        points = [eos_point(atoms=reference, volume_factor=float(f), **settings)
+                  for f in factors]
+        fitting = fit([p.output for p in points], reference, settings,
+                      step=float(factors[1] - factors[0]), extensions_left=self.max_extensions)
+        return Flow([*jobs, *points, fitting], output=fitting.output,
+                    name=f"eos {atoms.get_chemical_formula()}")

@@ -11,96 +11,115 @@ from ase.optimize import BFGS
 from pydantic import Field
 
 from matdx.codes.trajectory import MEDIA_TYPE, TrajectoryWriter
-from matdx.recipes.calculators import calculator, check_code
+from matdx.recipes.calculation import run_program
+from matdx.recipes.calculators import calculator
+from matdx.recipes.codes import code_info
+from matdx.recipes.maker import CodeMaker
 from matdx.recipes.static import evaluate
 from matdx.workflows import ArtifactFile, Flow, job
-from matdx.workflows.maker import Maker
 
-__all__ = ["RelaxMaker", "relax"]
+__all__ = ["RelaxMaker", "relax", "relaxed_first"]
 
 
-@job
-def relax(
-    atoms: Atoms,
-    code: str = "emt",
-    parameters: dict[str, Any] | None = None,
-    fmax: float = 0.01,
-    relax_cell: bool = True,
-    max_steps: int = 300,
-) -> dict[str, Any]:
-    """Relax positions (and the cell) with BFGS until all forces are below ``fmax``.
-
-    Parameters
-    ----------
-    fmax
-        Force threshold, eV/Å (the cell filter scales stress into the same units).
-    relax_cell
-        Also relax the cell shape and volume (ASE's ``FrechetCellFilter``).
-    max_steps
-        Optimizer steps before giving up; ``converged`` is False then.
-
-    Returns
-    -------
-    dict
-        The final structure's energy (eV), forces (eV/Å), stress (eV/Å³), ``converged``,
-        ``n_steps`` and the relaxation path as an H5MD ``trajectory`` artifact.
-    """
+def _relax_in_process(atoms: Atoms, code: str, parameters: dict[str, Any] | None, fmax: float,
+                      relax_cell: bool, max_steps: int) -> dict[str, Any]:
     atoms = atoms.copy()
     atoms.calc = calculator(code, parameters)
     target = FrechetCellFilter(atoms) if relax_cell and atoms.pbc.all() else atoms
     optimizer = BFGS(target, logfile="relax.log")
-    with TrajectoryWriter(
-        "relax.h5", atoms.numbers, atoms.pbc, forces=True, observables=["potential_energy"]
-    ) as frames:
+    with TrajectoryWriter("relax.h5", atoms.numbers, atoms.pbc, forces=True,
+                          observables=["potential_energy"]) as frames:
 
         def record() -> None:  # time is meaningless in a relaxation: frames count steps
-            frames.append(
-                atoms.positions,
-                atoms.cell.array,
-                time=0.0,
-                step=optimizer.nsteps,
-                forces=atoms.get_forces(),
-                potential_energy=atoms.get_potential_energy(),
-            )
+            frames.append(atoms.positions, atoms.cell.array, time=0.0, step=optimizer.nsteps,
+                          forces=atoms.get_forces(),
+                          potential_energy=atoms.get_potential_energy())
 
         optimizer.attach(record, interval=1)
         converged = bool(optimizer.run(fmax=fmax, steps=max_steps))
         n_steps = optimizer.nsteps
     atoms.calc = None
     output = evaluate(atoms, code, parameters, calculation="relax")
-    output.update(
-        converged=converged,
-        n_steps=int(n_steps),
-        max_force=float(np.linalg.norm(output["forces"], axis=1).max()),
-        trajectory=ArtifactFile("relax.h5", media_type=MEDIA_TYPE),
-    )
-    output["method"]["parameters"] = {
-        **(parameters or {}),
-        "fmax": fmax,
-        "relax_cell": relax_cell,
-        "max_steps": max_steps,
-    }
+    output.update(converged=converged, n_steps=int(n_steps),
+                  trajectory=ArtifactFile("relax.h5", media_type=MEDIA_TYPE))
+    output["method"]["parameters"] = {**(parameters or {}), "fmax": fmax,
+                                      "relax_cell": relax_cell, "max_steps": max_steps}
     return output
 
 
-class RelaxMaker(Maker):
+@job
+def relax(
+    *,
+    atoms: Atoms,
+    code: str = "emt",
+    parameters: dict[str, Any] | None = None,
+    protocol: str = "moderate",
+    applied: dict[str, int] | None = None,
+    fmax: float = 0.01,
+    relax_cell: bool = True,
+    max_steps: int = 300,
+) -> dict[str, Any]:
+    """Relax positions (and the cell) until the forces are below ``fmax``.
+
+    In-process codes use ASE's BFGS (with ``FrechetCellFilter`` for the cell); programs use
+    their own optimiser (pw.x ``relax``/``vc-relax``, LAMMPS ``minimize``), with the
+    protocol's thresholds.
+
+    Parameters
+    ----------
+    fmax
+        Force threshold of the in-process optimiser, eV/Å.
+    relax_cell
+        Also relax the cell shape and volume.
+    max_steps
+        Optimiser steps of the in-process optimiser before giving up.
+
+    Returns
+    -------
+    dict
+        The final structure's energy (eV), forces (eV/Å), stress (eV/Å³), ``converged``,
+        the relaxation path when the code records one, and ``max_force`` (eV/Å).
+    """
+    if code_info(code).in_process:
+        output = _relax_in_process(atoms, code, parameters, fmax, relax_cell, max_steps)
+    else:
+        calculation = "vc-relax" if relax_cell and atoms.pbc.all() else "relax"
+        output = run_program(atoms, code, calculation, parameters, protocol=protocol,
+                             applied=applied)
+    if output.get("forces") is not None:
+        output["max_force"] = float(np.linalg.norm(output["forces"], axis=1).max())
+    return output
+
+
+def relaxed_first(structure: Any, settings: dict[str, Any], enabled: bool
+                  ) -> tuple[list[Any], Any]:
+    """The cell relaxation a recipe starts with, and what the rest of it starts from.
+
+    Returns
+    -------
+    jobs, start
+        ``[relax job]`` and a reference to its structure when ``enabled``; else ``[]`` and
+        ``structure`` itself.
+    """
+    if not enabled:
+        return [], structure
+    relaxation = relax(atoms=structure, relax_cell=True, **settings)
+    return [relaxation], relaxation.output["structure"]
+
+
+class RelaxMaker(CodeMaker):
     """Relax each structure."""
 
     name: ClassVar[str] = "relax"
-    description: ClassVar[str] = "relax positions and cell with BFGS"
-    summary: ClassVar[tuple[str, ...]] = ("energy", "converged", "n_steps", "max_force")
+    description: ClassVar[str] = "relax positions and cell"
+    summary: ClassVar[tuple[str, ...]] = ("energy", "converged", "max_force", "volume")
 
-    code: str = "emt"
-    parameters: dict[str, Any] = Field(default_factory=dict)
-    fmax: float = Field(0.01, gt=0, description="force threshold, eV/Å")
+    fmax: float = Field(0.01, gt=0, description="force threshold (in-process codes), eV/Å")
     relax_cell: bool = True
     max_steps: int = Field(300, ge=1)
 
-    def check(self, atoms: Atoms) -> None:
-        check_code(self.code, "relax", atoms.get_chemical_symbols())
-
-    def make(self, atoms: Atoms) -> Flow:
-        return Flow(
-            [relax(atoms, self.code, self.parameters, self.fmax, self.relax_cell, self.max_steps)],
-            name=f"relax {atoms.get_chemical_formula()}",
-        )
+    def make(self, atoms: Atoms, start: Any = None) -> Flow:
+        step = relax(atoms=atoms if start is None else start, fmax=self.fmax,
+                     relax_cell=self.relax_cell, max_steps=self.max_steps,
+                     **self.code_settings())
+        return Flow([step], name=f"relax {atoms.get_chemical_formula()}")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import sqlite3
-
 import pytest
 from ase.eos import EquationOfState
 from ase.units import GPa
+from sqlalchemy import and_, func, select
 
+from matdx.store.models import Attempt, Job, Record, Workflow
+from matdx.store.store import Store
 from tests.conftest import matdx_cli
 
 
@@ -20,17 +20,26 @@ def test_demo_prints_the_table_and_stores_verified_records(home):
     for name in ("eos.png", "rdf.png", "msd.png"):
         assert (home / "plots" / name).stat().st_size > 10_000
 
-    db = sqlite3.connect(home / "store.sqlite")
-    # Cu: B0 from the stored fit against ASE's fit of the very same E(V) points
-    [(document,)] = db.execute(
-        "SELECT r.document FROM records r JOIN jobs j ON j.record_id = r.record_id "
-        "JOIN workflows w ON w.id = j.workflow_id WHERE w.name = 'eos Cu' AND j.name = 'fit' "
-        "AND j.output_ref IS NULL"
-    ).fetchall()
-    [(output,)] = db.execute(
-        "SELECT r.output FROM records r WHERE r.record_id = ?", (json.loads(document)["record_id"],)
-    ).fetchall()
-    fit = json.loads(output)
+    store = Store(home)
+    with store.transaction() as session:
+        # Cu: B0 from the stored fit against ASE's fit of the very same E(V) points
+        [fit] = session.scalars(
+            select(Record.output)
+            .join(Job, Job.record_id == Record.record_id)
+            .join(Workflow, Workflow.id == Job.workflow_id)
+            .where(Workflow.name == "eos Cu", Job.name == "fit", Job.output_ref.is_(None))
+        ).all()
+        not_completed = session.scalar(select(func.count()).where(Job.state != "COMPLETED"))
+        per_attempt = session.scalars(
+            select(func.count(Record.record_id))
+            .select_from(Attempt)
+            .outerjoin(
+                Record, and_(Record.job_id == Attempt.job_id, Record.attempt == Attempt.number)
+            )
+            .group_by(Attempt.job_id, Attempt.number)
+        ).all()
+        documents = session.scalars(select(Record.document)).all()
+    store.dispose()
     volumes, energies = fit["volumes"]["@ndarray"]["data"], fit["energies"]["@ndarray"]["data"]
     _, _, b0 = EquationOfState(volumes, energies, eos="birchmurnaghan").fit()
     assert fit["B0_GPa"] == pytest.approx(b0 / GPa, rel=0.02)
@@ -38,13 +47,8 @@ def test_demo_prints_the_table_and_stores_verified_records(home):
     assert f"{fit['B0_GPa']:.4f}"[:5] in cu_line
 
     # one record per attempt that ran; every job completed; provenance filled in
-    assert db.execute("SELECT COUNT(*) FROM jobs WHERE state != 'COMPLETED'").fetchone()[0] == 0
-    per_attempt = db.execute(
-        "SELECT COUNT(r.record_id) FROM attempts a LEFT JOIN records r "
-        "ON r.job_id = a.job_id AND r.attempt = a.number GROUP BY a.job_id, a.number"
-    ).fetchall()
-    assert {n for (n,) in per_attempt} == {1}
-    documents = [json.loads(d) for (d,) in db.execute("SELECT document FROM records")]
+    assert not_completed == 0
+    assert set(per_attempt) == {1}
     assert len(documents) == len(per_attempt) >= 69
     for record in documents:
         assert len(record["input_hash"]) == 64

@@ -25,14 +25,31 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
+from datetime import datetime
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    ValidationError,
+    model_validator,
+)
 
+from matdx.workflows.executors.spec import (
+    BatchExecutorSpec,
+    DaskExecutorSpec,
+    LocalExecutorSpec,
+    validate_executor,
+)
+from matdx.workflows.flow import Flow
 from matdx.workflows.maker import Maker
+from matdx.workflows.reference import OutputReference
 from matdx.workflows.structures import StructureError, build_structures
 from matdx.workflows.submit import CampaignGraph
 
@@ -52,22 +69,37 @@ class CampaignError(ValueError):
     """A campaign file is invalid. The message names the field(s) and the reason."""
 
 
-class ExecutorSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    type: Literal["local"] = "local"
-    workers: PositiveInt | None = None
+# The ``executor`` section: one validated model per executor type (local, slurm / pbs / lsf /
+# sge, dask), chosen by ``type``; errors name the field inside the section
+# (``executor.resources.walltime: ...``). See matdx.workflows.executors.spec.
+ExecutorSpec = Annotated[
+    LocalExecutorSpec | BatchExecutorSpec | DaskExecutorSpec,
+    PlainValidator(validate_executor),
+    PlainSerializer(lambda spec: spec.model_dump(mode="json"), return_type=dict),
+]
 
 
 class Study(BaseModel):
+    """One recipe (or a chain of recipes) applied to structures.
+
+    A chain ``recipe: [relax, static, bands, eos]`` runs the recipes one after the other, each
+    starting from the structure the previous one returned; its ``settings`` then map each
+    recipe name to that recipe's settings, and its ``sweep`` keys are ``recipe.setting``.
+    """
+
     model_config = ConfigDict(extra="forbid")
 
-    recipe: str
+    recipe: str | list[str]
     code: str = "emt"
+    protocol: Literal["fast", "moderate", "precise"] = "moderate"
     structures: list[Any] = Field(min_length=1)
     settings: dict[str, Any] = Field(default_factory=dict)
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
     parameters: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def chain(self) -> list[str]:
+        return [self.recipe] if isinstance(self.recipe, str) else list(self.recipe)
 
 
 class CampaignFile(BaseModel):
@@ -77,14 +109,36 @@ class CampaignFile(BaseModel):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
     description: str = ""
-    executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
+    executor: ExecutorSpec = Field(default_factory=LocalExecutorSpec)
     tags: list[str] = Field(default_factory=list)
     retries: int | None = Field(None, ge=0, le=100)
-    owner: str = ""
+    owner: str = ""  # default: $MATDX_USER, or the login name of whoever submits
     project: str = ""
     access: Literal["private", "group", "embargoed", "public"] = "private"
-    license: str = ""
+    embargo_until: datetime | None = None
+    license: str | None = None  # SPDX licence expression of the records
+    export_control: bool = False
     studies: list[Study] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _governance(self) -> CampaignFile:
+        """The records' governance defaults, checked as every record will be."""
+        from matdx.store.access import Requester
+        from matdx.store.records import Governance
+
+        if not self.owner:
+            self.owner = Requester.from_environment().user
+        try:
+            checked = Governance(owner=self.owner, project=self.project, access=self.access,
+                                 embargo_until=self.embargo_until, license=self.license,
+                                 export_control=self.export_control)
+        except ValidationError as err:
+            problem = err.errors()[0]
+            field = _where(problem["loc"]) or ("embargo_until" if "embargo" in problem["msg"]
+                                               else "access")
+            raise ValueError(f"{field}: {problem['msg'].removeprefix('Value error, ')}") from err
+        self.license, self.embargo_until = checked.license, checked.embargo_until
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -158,8 +212,19 @@ def _sweep_points(study: Study, field: str) -> list[dict[str, Any]]:
     ]
 
 
-def _maker(recipe: type[Maker], study: Study, point: dict[str, Any], field: str) -> Maker:
-    values = {**study.settings, **point, "code": study.code}
+def _maker(recipe: type[Maker], study: Study, name: str, point: dict[str, Any],
+           field: str) -> Maker:
+    """The maker of recipe ``name`` in a study, for one point of its sweep."""
+    chained = isinstance(study.recipe, list)
+    settings = study.settings.get(name, {}) if chained else study.settings
+    settings_field = f"{field}.settings.{name}" if chained else f"{field}.settings"
+    if not isinstance(settings, dict):
+        raise CampaignError(f"{settings_field}: expected a mapping of settings")
+    swept = {key.split(".", 1)[1] if chained else key: value for key, value in point.items()
+             if not chained or key.startswith(f"{name}.")}
+    values = {**settings, **swept, "code": study.code}
+    if "protocol" in recipe.model_fields:
+        values["protocol"] = study.protocol
     if study.parameters:
         values["parameters"] = study.parameters
     try:
@@ -168,14 +233,47 @@ def _maker(recipe: type[Maker], study: Study, point: dict[str, Any], field: str)
         problems = []
         for problem in err.errors():
             key = problem["loc"][0] if problem["loc"] else ""
-            if key in point:
-                where = f"{field}.sweep.{key}[{study.sweep[key].index(point[key])}]"
-            elif key in ("code", "parameters"):
+            sweep_key = f"{name}.{key}" if chained else key
+            if sweep_key in point:
+                index = study.sweep[sweep_key].index(point[sweep_key])
+                where = f"{field}.sweep.{sweep_key}[{index}]"
+            elif key in ("code", "parameters", "protocol"):
                 where = f"{field}.{_where(problem['loc'])}"
             else:
-                where = f"{field}.settings.{_where(problem['loc'])}"
+                where = f"{settings_field}.{_where(problem['loc'])}"
             problems.append(f"{where}: {problem['msg']}")
         raise CampaignError("\n".join(problems)) from err
+
+
+def _check_chain(study: Study, recipes: Mapping[str, type[Maker]], field: str) -> list[str]:
+    chain = study.chain
+    if not chain:
+        raise CampaignError(f"{field}.recipe: name at least one recipe")
+    for k, name in enumerate(chain):
+        if name not in recipes:
+            where = f"{field}.recipe" + (f"[{k}]" if isinstance(study.recipe, list) else "")
+            raise CampaignError(f"{where}: unknown recipe {name!r}; available: "
+                                f"{', '.join(sorted(recipes))}")
+    if isinstance(study.recipe, list):
+        for key in study.settings:
+            if key not in chain:
+                raise CampaignError(f"{field}.settings.{key}: not a recipe of this chain "
+                                    f"({', '.join(chain)}); chain settings are per recipe")
+        for key in study.sweep:
+            if key.split(".", 1)[0] not in chain or "." not in key:
+                raise CampaignError(f"{field}.sweep.{key}: in a chain, sweep keys are "
+                                    "'recipe.setting'")
+    return chain
+
+
+def _structure_of(flow: Flow, maker: Maker, field: str) -> OutputReference:
+    """A reference to the structure a flow returns, for the next recipe of a chain."""
+    output, name = flow.output, maker.name
+    if not maker.returns_structure or not (isinstance(output, dict) and set(output) == {"@ref"}):
+        raise CampaignError(f"{field}.recipe: {name!r} returns no single structure and cannot "
+                            "be followed by another recipe")
+    ref = output["@ref"]
+    return OutputReference(ref["job"], (*ref["path"], "structure"))
 
 
 def plan_campaign(
@@ -194,33 +292,37 @@ def plan_campaign(
         At the first study that cannot be built; nothing has been written.
     """
     recipes = dict(recipes or available_recipes())
+    local = getattr(campaign.executor, "type", "local") == "local"
     workflows = []
     for i, study in enumerate(campaign.studies):
         field = f"studies[{i}]"
-        if study.recipe not in recipes:
-            raise CampaignError(
-                f"{field}.recipe: unknown recipe {study.recipe!r}; available: "
-                f"{', '.join(sorted(recipes))}"
-            )
-        makers = [
-            _maker(recipes[study.recipe], study, point, field)
-            for point in _sweep_points(study, field)
-        ]
+        chain = _check_chain(study, recipes, field)
+        label_of_chain = "+".join(chain)
+        points = [[_maker(recipes[name], study, name, point, field) for name in chain]
+                  for point in _sweep_points(study, field)]
         try:
             structures = build_structures(study.structures, f"{field}.structures", Path(base))
         except StructureError as err:
             raise CampaignError(str(err)) from err
         for label, atoms in structures:
-            for maker in makers:
-                try:
-                    maker.check(atoms)
-                except ValueError as err:
-                    raise CampaignError(f"{label}: {err}") from err
-                flow = maker.make(atoms)
+            for makers in points:
+                flows, start = [], None
+                for maker in makers:
+                    try:
+                        maker.check(atoms, local=local)
+                    except ValueError as err:
+                        raise CampaignError(f"{label}: {err}") from err
+                    flow = maker.make(atoms, start)
+                    flows.append(flow)
+                    if maker is not makers[-1]:
+                        start = _structure_of(flow, maker, field)
+                workflow = flows[0] if len(flows) == 1 else Flow(
+                    flows, output=flows[-1].output,
+                    name=f"{label_of_chain} {atoms.get_chemical_formula()}")
                 if campaign.retries is not None:
-                    for one in flow.jobs:
+                    for one in workflow.jobs:
                         one.configure(retries=campaign.retries)
-                workflows.append((study.recipe, flow))
+                workflows.append((label_of_chain, workflow))
     return CampaignGraph(
         name=campaign.name,
         workflows=workflows,
@@ -231,6 +333,8 @@ def plan_campaign(
         project=campaign.project,
         access=campaign.access,
         license=campaign.license,
+        embargo_until=campaign.embargo_until,
+        export_control=campaign.export_control,
     )
 
 

@@ -23,6 +23,7 @@ from sqlalchemy import func, select
 from matdx.store.models import Campaign, Job, JobState
 from matdx.store.store import Store
 from matdx.workflows.executors.base import Executor, executor_for
+from matdx.workflows.executors.spec import executor_key
 from matdx.workflows.expand import ExpandReport, expand
 from matdx.workflows.harvest import HarvestReport, harvest
 from matdx.workflows.launch import LaunchReport, launch
@@ -67,22 +68,25 @@ class TickReport:
 def executors_of(
     store: Store, overrides: Mapping[str, Executor] | None = None
 ) -> dict[str, Executor]:
-    """One executor per executor type the store's campaigns use; ``overrides`` win.
+    """One executor per executor key the store's campaigns use; ``overrides`` win.
 
-    The local executor runs as many jobs at once as the most any campaign asks for
-    (``executor.workers``), by default one per CPU.
+    Keys come from :func:`~matdx.workflows.executors.spec.executor_key`: ``local``, one per
+    batch-queue site (``slurm:SITE``), one per Dask scheduler or cluster. The local executor
+    runs as many jobs at once as the most any campaign asks for (``executor.workers``), by
+    default one per CPU.
     """
     executors: dict[str, Executor] = dict(overrides or {})
     with store.transaction() as session:
         specs = session.scalars(select(Campaign.executor)).all()
     merged: dict[str, dict] = {}
     for spec in specs:
-        kind = spec.get("type", "local")
-        current = merged.setdefault(kind, dict(spec))
-        if spec.get("workers"):
+        key = executor_key(spec)
+        current = merged.setdefault(key, dict(spec))
+        if spec.get("workers") and key == "local":
             current["workers"] = max(current.get("workers") or 0, spec["workers"])
-    for kind, spec in merged.items():
-        executors.setdefault(kind, executor_for(spec))
+    for key, spec in merged.items():
+        if key not in executors:
+            executors[key] = executor_for(spec, store.home)
     return executors
 
 

@@ -31,7 +31,8 @@ class ArtifactFile:
     media_type
         IANA media type, e.g. ``application/x-h5md``.
     name
-        File name to use when the object is copied out; defaults to ``path``'s name.
+        Name of the file among the job's artifacts (unique per job); defaults to ``path``
+        relative to the run directory.
     sha256, size
         Content hash and size in bytes; computed from the file when encoded.
     """
@@ -49,7 +50,7 @@ class ArtifactFile:
                 raise ValueError("ArtifactFile: neither a path nor a sha256")
             sha256, size = sha256_file(self.path)
         payload: dict[str, Any] = {
-            "name": self.name or Path(str(self.path)).name,
+            "name": self.name or _default_name(self.path),
             "media_type": self.media_type,
             "sha256": sha256,
             "size": size,
@@ -57,6 +58,13 @@ class ArtifactFile:
         if self.path is not None:
             payload["path"] = str(self.path)
         return {ARTIFACT_TAG: payload}
+
+
+def _default_name(path: str | Path | None) -> str:
+    """The path relative to the run directory (``scf/pw.out``), or the file name of an
+    absolute path: names must tell apart the files of one job."""
+    path = Path(str(path))
+    return path.name if path.is_absolute() else path.as_posix()
 
 
 register_tag(

@@ -91,7 +91,7 @@ def harvest(store: Store, executors: Mapping[str, Executor]) -> HarvestReport:
         executor = executors[name]
         launching = [b for b in group if b.state == BatchState.LAUNCHING]
         for batch in launching:
-            _settle_launch(store, batch)
+            _settle_launch(store, executor, batch)
         statuses = executor.poll([b for b in group if b.state == BatchState.ACTIVE])
         for batch in group:
             status = statuses.get(batch.id, BatchStatus(alive=False, reason="abandoned launch"))
@@ -99,9 +99,14 @@ def harvest(store: Store, executors: Mapping[str, Executor]) -> HarvestReport:
     return report
 
 
-def _settle_launch(store: Store, batch: Batch) -> None:
+def _settle_launch(store: Store, executor: Executor, batch: Batch) -> None:
     """Decide a batch left LAUNCHING by an interrupted tick: adopt it if its farm started,
-    else claim it as abandoned so that the farm can never start later."""
+    else claim it as abandoned so that the farm can never start later.
+
+    A batch-queue launch interrupted after the submission left a batch job the store does
+    not know: an abandoned batch's job is cancelled (found by its name), an adopted batch gets
+    its job id from the farm's start event.
+    """
     created = batch.created_at if batch.created_at.tzinfo else batch.created_at.replace(tzinfo=UTC)
     if datetime.now(UTC) - created < LAUNCH_GRACE and batch_claimant(batch.directory) is None:
         return  # the process that launched it may be the farm's parent still starting it
@@ -109,16 +114,24 @@ def _settle_launch(store: Store, batch: Batch) -> None:
     if claim_batch(batch.directory, ABANDONED) or batch_claimant(batch.directory) == ABANDONED:
         with store.transaction() as session:
             session.get(Batch, batch.id).reason = "launch interrupted; abandoned"
+        executor.abandon(batch)
         return
+    found = executor.adopt(batch)
     with store.transaction() as session:
         row = session.get(Batch, batch.id)
         row.state = BatchState.ACTIVE
         batch.state = BatchState.ACTIVE
+        for key, value in found.items():
+            setattr(row, key, value)
+            setattr(batch, key, value)
 
 
 def _harvest_batch(store: Store, batch: Batch, status: BatchStatus, report: HarvestReport) -> None:
     ended, finished = batch_progress(batch)
-    over = finished is not None or not status.alive
+    # A farm stopped by a signal (walltime, scancel) is over, but the batch is ended only once
+    # the executor says why, so that the requeued attempts and the report name the cause.
+    stopped = finished is not None and finished.startswith("signal") and status.alive
+    over = (finished is not None and not stopped) or not status.alive
     if batch.state == BatchState.LAUNCHING and batch_claimant(batch.directory) != ABANDONED:
         return  # still starting
     with store.transaction() as session:
@@ -130,10 +143,14 @@ def _harvest_batch(store: Store, batch: Batch, status: BatchStatus, report: Harv
     report.busy[batch.id] = min(batch.workers, batch.n_tasks - len(ended))
     todo = []
     lost = []
+    # A worker that "crashed" while its allocation was being taken away (walltime, scancel,
+    # node failure) was killed with it: the task is requeued, not failed.
+    killed = over and status.infrastructure_failure
     for job_id, attempt, run_dir in running:
         result_file = Path(run_dir) / RESULT_FILE
         if job_id in ended or over:
-            if result_file.is_file() or ended.get(job_id, "").startswith("crashed"):
+            crashed = ended.get(job_id, "").startswith("crashed")
+            if result_file.is_file() or (crashed and not killed):
                 todo.append((job_id, attempt, run_dir))
             elif over:
                 lost.append(job_id)
@@ -145,10 +162,13 @@ def _harvest_batch(store: Store, batch: Batch, status: BatchStatus, report: Harv
         with store.transaction() as session:
             _harvest_chunk(store, session, batch, chunk, report)
     if lost:
-        if finished is not None:
-            reason = f"not run: a job it depends on did not complete in batch {batch.id[:8]}"
+        if status.infrastructure_failure or finished is None or finished.startswith("signal"):
+            reason = f"batch {batch.id[:8]} ended: {status.reason or finished or 'unknown reason'}"
         else:
-            reason = f"batch {batch.id[:8]} ended: {status.reason or 'unknown reason'}"
+            reason = (
+                f"not run in batch {batch.id[:8]} ({finished}): a job it depends on did not "
+                "complete, or it would not have finished before the walltime"
+            )
         with store.transaction() as session:
             _requeue(session, lost, reason)
         report.requeued += len(lost)
@@ -157,7 +177,9 @@ def _harvest_batch(store: Store, batch: Batch, status: BatchStatus, report: Harv
             row = session.get(Batch, batch.id)
             row.state = BatchState.ENDED
             row.ended_at = utcnow()
-            row.reason = row.reason or finished or status.reason
+            row.reason = row.reason or (
+                status.reason if status.infrastructure_failure else finished or status.reason
+            )
         report.batches_ended += 1
         report.busy.pop(batch.id, None)
 
@@ -201,7 +223,8 @@ def _requeue(session: Session, job_ids: list[str], reason: str) -> None:
 
 def _ingest_artifacts(store: Store, output: Any, run_dir: Path) -> list[ArtifactReference]:
     """Copy the files an output names into the artifact store; strip their local paths."""
-    references = []
+    references: list[ArtifactReference] = []
+    names: set[str] = set()
     for payload in iter_artifacts(output):
         path = payload.pop("path", None)
         if path is None:
@@ -210,10 +233,15 @@ def _ingest_artifacts(store: Store, output: Any, run_dir: Path) -> list[Artifact
         sha256, size = store.artifacts.put_file(source)
         if sha256 != payload["sha256"]:
             raise OSError(f"{source}: changed after the job returned it (sha256 differs)")
+        name, copy = payload["name"], 2
+        while name in names:  # two files returned under one name: keep both
+            name, copy = f"{payload['name']}.{copy}", copy + 1
+        names.add(name)
+        payload["name"] = name
         references.append(
             ArtifactReference(
                 role="output",
-                name=payload["name"],
+                name=name,
                 media_type=payload["media_type"],
                 size=size,
                 sha256=sha256,
@@ -261,35 +289,25 @@ def _graph_change(result: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def _record_row(
-    record: Any, result: dict[str, Any], job: Job, campaign: Campaign
-) -> dict[str, Any]:
-    system = record.system
-    return {
-        "record_id": record.record_id,
-        "schema_version": record.schema_version,
-        "job_id": job.id,
-        "attempt": record.attempt,
-        "campaign_id": job.campaign_id,
-        "workflow_id": job.workflow_id,
-        "input_hash": record.input_hash,
-        "status": record.run.status,
-        "code": record.method.code,
-        "calculation": record.method.calculation,
-        "chemical_formula_reduced": system.chemical_formula_reduced if system else None,
-        "elements": f",{','.join(system.elements)}," if system else None,
-        "nsites": system.nsites if system else None,
-        "energy": record.results.energy,
-        "energy_per_atom": record.results.energy_per_atom,
-        "structure_hash": system.structure_hash if system else None,
-        "owner": campaign.owner,
-        "project": campaign.project,
-        "access": campaign.access,
-        "license": campaign.license,
-        "created_at": utcnow(),
-        "output": result.get("output"),
-        "document": record.model_dump(mode="json"),
-    }
+def _record_row(record: Any, result: dict[str, Any]) -> dict[str, Any]:
+    """A ``records`` row: the store derives its search columns and index rows from the
+    document when it is inserted (``matdx.store.indexing``)."""
+    return {"document": record.model_dump(mode="json"), "output": result.get("output"),
+            "created_at": utcnow()}
+
+
+def _record_of(result: dict[str, Any], *, store: Store, job: Job, campaign: Campaign,
+               inputs: Any, run_dir: Path, record_id: str, parents: list[str],
+               retry_of: str | None, batch: Batch) -> tuple[Any, list[ArtifactReference]]:
+    """The validated record of one attempt, and its output files, now in the artifact store."""
+    references = _ingest_artifacts(store, result.get("output"), run_dir)
+    record = build_record(
+        record_id=record_id, job=job, campaign=campaign, result=result, inputs=inputs,
+        artifacts=references, parents=parents, retry_of=retry_of,
+        corrections=list(job.corrections or []), batch_id=batch.id,
+        scheduler_job_id=batch.scheduler_id, run_dir=str(run_dir),
+    )
+    return record, references
 
 
 def _harvest_chunk(
@@ -352,22 +370,25 @@ def _harvest_chunk(
         job, run_dir = jobs[job_id], Path(jobs[job_id].run_dir)
         job_file = run_dir / JOB_FILE
         inputs = read_json(job_file)["inputs"] if job_file.is_file() else job.inputs
-        references = _ingest_artifacts(store, result.get("output"), run_dir)
-        record = build_record(
-            record_id=record_ids[job_id],
-            job=job,
-            campaign=campaigns[job.campaign_id],
-            result=result,
-            inputs=inputs,
-            artifacts=references,
-            parents=sorted(parents[job_id]),
-            retry_of=previous.get(job_id),
-            corrections=list(job.corrections or []),
-            batch_id=batch.id,
-            scheduler_job_id=batch.scheduler_id,
-            run_dir=str(run_dir),
-        )
-        records.append(_record_row(record, result, job, campaigns[job.campaign_id]))
+
+        context = {
+            "store": store, "job": job, "campaign": campaigns[job.campaign_id],
+            "inputs": inputs, "run_dir": run_dir, "record_id": record_ids[job_id],
+            "parents": sorted(parents[job_id]), "retry_of": previous.get(job_id),
+            "batch": batch,
+        }
+        try:
+            record, references = _record_of(result, **context)
+        except (OSError, ValueError, TypeError, KeyError) as error:
+            # An output the store cannot take (a file gone or changed, a value the record
+            # schema rejects) fails this attempt; it must not stop the tick.
+            result = {**result, "status": "failed", "output": None, "response": None,
+                      "error": {"type": type(error).__name__, "message": str(error),
+                                "last_line": f"harvest: {type(error).__name__}: {error}",
+                                "kind": "science", "correction": None}}
+            results[job_id] = result
+            record, references = _record_of(result, **context)
+        records.append(_record_row(record, result))
         for reference in references:
             artifacts[reference.sha256] = {
                 "sha256": reference.sha256,

@@ -1,13 +1,16 @@
-"""Launch: pack READY jobs (and the WAITING jobs below them) into a batch and start it.
+"""Launch: pack READY jobs (and the WAITING jobs below them) into batches and start them.
 
 A batch takes the READY jobs in submission order plus every WAITING job all of whose parents
 are in the batch or completed, so a whole chain (relax → static → fit) runs in one farm without
-waiting for ticks in between. Launching is done in three steps, each safe to interrupt:
+waiting for ticks in between. How the jobs are split into batches (a local executor: one
+batch; a batch queue: as few batch jobs as walltime, cores and queue cap allow) is
+:mod:`matdx.workflows.packing`'s. Launching is done in three steps, each safe to interrupt:
 
-1. one transaction claims the jobs (RUNNING, a new attempt, run dirs named) and creates the
-   batch as LAUNCHING;
+1. one transaction packs and claims the jobs (RUNNING, a new attempt, run dirs named) and
+   creates the batches as LAUNCHING;
 2. run directories (``job.json``, input artifacts) and the manifest are written;
-3. the executor starts the farm, and a transaction marks the batch ACTIVE.
+3. the executor starts the farm (or submits its batch job), and a transaction marks the
+   batch ACTIVE with the scheduler's job id.
 
 A tick killed between 1 and 3 leaves a LAUNCHING batch, which the next harvest either adopts
 (its farm started) or claims as abandoned and requeues (see :mod:`matdx.workflows.harvest`).
@@ -27,6 +30,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from matdx.hpc.farm import Manifest, Task
+from matdx.store.lock import claim_rows
 from matdx.store.models import (
     Attempt,
     AttemptState,
@@ -39,34 +43,45 @@ from matdx.store.models import (
     utcnow,
 )
 from matdx.store.store import Store
-from matdx.workflows.executors.base import Executor
+from matdx.workflows.executors.base import MAX_TASKS_PER_BATCH, Allocation, Executor
+from matdx.workflows.executors.spec import executor_key
 from matdx.workflows.files import iter_artifacts
 from matdx.workflows.outputs import OutputNotReady, job_outputs
+from matdx.workflows.packing import PackTask, farm_order, pack
 from matdx.workflows.records import matdx_version
 from matdx.workflows.reference import resolve_references
 from matdx.workflows.rundir import JOB_FILE
+from matdx.workflows.states import move
 
 __all__ = ["LaunchReport", "launch", "plan_batch"]
 
 RUNNER = "matdx.workflows.run:run_task"
-MAX_TASKS_PER_BATCH = 20_000
+HISTORY_ATTEMPTS = 50  # completed attempts of a function looked at for its run time
+ESTIMATE_SAFETY = 1.25  # estimate = longest of those × this
 
 
 @dataclass
 class LaunchReport:
     batches: list[str] = field(default_factory=list)
     launched: int = 0
+    rejected: int = 0  # READY jobs failed because they are wider than any batch
 
 
 def plan_batch(session: Session, campaign_ids: list[str], limit: int) -> list[Job]:
     """READY jobs of the campaigns, then WAITING jobs whose parents are all in the batch or
     completed, in an order where parents come first."""
+    # On PostgreSQL the READY rows are locked (FOR UPDATE SKIP LOCKED) until the claim commits,
+    # so two launchers never take the same job; SQLite serialises writers (BEGIN IMMEDIATE).
     ready = list(
         session.scalars(
-            select(Job)
-            .where(Job.campaign_id.in_(campaign_ids), Job.state == JobState.READY)
-            .order_by(Job.position)
-            .limit(limit)
+            claim_rows(
+                select(Job)
+                .where(Job.campaign_id.in_(campaign_ids), Job.state == JobState.READY)
+                .order_by(Job.position)
+                .limit(limit),
+                session,
+                of=Job,
+            )
         )
     )
     if not ready:
@@ -185,32 +200,98 @@ def _job_spec(
 def launch(
     store: Store, executors: Mapping[str, Executor], busy: Mapping[str, int]
 ) -> LaunchReport:
-    """Start one batch per executor that has free capacity and READY jobs."""
+    """Start batches for every executor that has room and READY jobs.
+
+    Campaigns are grouped by executor (:func:`~matdx.workflows.executors.spec.executor_key`),
+    then by their executor section: jobs of campaigns asking for the same allocation share
+    batches. Each group is packed (:mod:`matdx.workflows.packing`) into as many batches as
+    the executor allows now.
+    """
     report = LaunchReport()
     with store.transaction() as session:
         campaigns = session.execute(
-            select(Campaign.id, Campaign.executor).where(
-                Campaign.id.in_(select(Job.campaign_id).where(Job.state == JobState.READY))
-            )
+            select(Campaign.id, Campaign.executor)
+            .where(Campaign.id.in_(select(Job.campaign_id).where(Job.state == JobState.READY)))
+            .order_by(Campaign.created_at)
         ).all()
-    by_executor: dict[str, list[str]] = {}
+    groups: dict[str, dict[str, tuple[dict[str, Any], list[str]]]] = {}
     for campaign_id, spec in campaigns:
-        by_executor.setdefault(spec.get("type", "local"), []).append(campaign_id)
-    for name, campaign_ids in by_executor.items():
+        by_spec = groups.setdefault(executor_key(spec), {})
+        same = json.dumps(spec, sort_keys=True)
+        by_spec.setdefault(same, (spec, []))[1].append(campaign_id)
+    for name, by_spec in groups.items():
         executor = executors[name]
-        batch_id = _claim(store, executor, campaign_ids, busy)
-        if batch_id is None:
-            continue
-        launched = _start(store, executor, batch_id)
-        report.batches.append(batch_id)
-        report.launched += launched
+        for spec, campaign_ids in by_spec.values():
+            for batch_id in _claim_batches(store, executor, spec, campaign_ids, busy, report):
+                report.launched += _start(store, executor, batch_id)
+                report.batches.append(batch_id)
     return report
+
+
+def _estimates(
+    session: Session, jobs: list[Job], default_s: float | None, usable_s: float | None = None
+) -> dict[str, float | None]:
+    """Expected run time of each job, s: its ``resources.estimate_s``, else the longest of
+    the last completed attempts of the same function times a safety factor, else
+    ``default_s``.
+
+    A history estimate falls back to the longest attempt itself when the safety factor would
+    take it past ``usable_s`` (a batch's walltime minus margin) but that attempt fitted: the
+    factor must not keep a job that has run within a batch from ever starting again.
+    """
+    found: dict[str, float | None] = {}
+    functions: set[str] = set()
+    for job in jobs:
+        given = (job.resources or {}).get("estimate_s")
+        if given is not None:
+            found[job.id] = float(given)
+        else:
+            functions.add(job.function)
+    history: dict[str, float] = {}
+    for function in sorted(functions):
+        rows = session.execute(
+            select(Attempt.started_at, Attempt.finished_at)
+            .join(Job, Job.id == Attempt.job_id)
+            .where(
+                Job.function == function,
+                Attempt.state == AttemptState.COMPLETED,
+                Attempt.started_at.is_not(None),
+                Attempt.finished_at.is_not(None),
+            )
+            .order_by(Attempt.finished_at.desc())
+            .limit(HISTORY_ATTEMPTS)
+        ).all()
+        durations = [(end - begin).total_seconds() for begin, end in rows]
+        if durations:
+            longest = max(durations)
+            history[function] = ESTIMATE_SAFETY * longest
+            if usable_s is not None and longest <= usable_s < history[function]:
+                history[function] = longest
+    for job in jobs:
+        if job.id not in found:
+            found[job.id] = history.get(job.function, default_s)
+    return found
 
 
 def _claim(
     store: Store, executor: Executor, campaign_ids: list[str], busy: Mapping[str, int]
 ) -> str | None:
-    """Step 1: claim jobs for a new batch in one transaction."""
+    """Step 1 alone for campaigns sharing an executor section: the first batch claimed."""
+    with store.transaction() as session:
+        spec = session.scalar(select(Campaign.executor).where(Campaign.id == campaign_ids[0]))
+    claimed = _claim_batches(store, executor, spec, campaign_ids, busy, LaunchReport())
+    return claimed[0] if claimed else None
+
+
+def _claim_batches(
+    store: Store,
+    executor: Executor,
+    spec: Mapping[str, Any],
+    campaign_ids: list[str],
+    busy: Mapping[str, int],
+    report: LaunchReport,
+) -> list[str]:
+    """Step 1: pack READY jobs and claim them for new batches, in one transaction."""
     with store.transaction() as session:
         active = list(
             session.scalars(
@@ -220,57 +301,141 @@ def _claim(
                 )
             )
         )
-        free = executor.capacity(active, busy)
-        if free < 1:
-            return None
-        jobs = plan_batch(session, campaign_ids, MAX_TASKS_PER_BATCH)
+        allocation = executor.allocation(active, busy, spec)
+        if allocation is None:
+            return []
+        limit = min(MAX_TASKS_PER_BATCH, allocation.max_tasks * allocation.batches)
+        jobs = plan_batch(session, campaign_ids, limit)
         if not jobs:
-            return None
-        batch_id = str(uuid.uuid4())
-        directory = store.home / "batches" / batch_id
-        session.add(
-            Batch(
-                id=batch_id,
-                executor=executor.name,
-                state=BatchState.LAUNCHING,
-                directory=str(directory),
-                workers=min(free, len(jobs)),
-                n_tasks=len(jobs),
-            )
+            return []
+        estimates = _estimates(
+            session, jobs, allocation.default_estimate_s, allocation.usable_s
         )
-        session.flush()
-        # The jobs were read in this transaction, which holds the write lock, so they cannot
-        # have changed: one bulk update by primary key claims them all.
-        claimed, attempts = [], []
+        jobs = _reject_unfit(session, jobs, estimates, allocation, report)
+        by_id = {job.id: job for job in jobs}
+        parents: dict[str, list[str]] = {job.id: [] for job in jobs}
+        for child_id, parent_id in session.execute(
+            select(JobEdge.child_id, JobEdge.parent_id).where(
+                JobEdge.child_id.in_(list(by_id)), JobEdge.parent_id.in_(list(by_id))
+            )
+        ):
+            parents[child_id].append(parent_id)
+        candidates = [
+            PackTask(job.id, _cores(job), estimates[job.id], tuple(parents[job.id]))
+            for job in jobs
+        ]
+        batch_ids = []
         now = utcnow()
-        for job in jobs:
-            attempt = job.attempt + 1
-            run_dir = str(_run_dir(store.home, job, attempt))
-            claimed.append(
-                {
-                    "id": job.id,
-                    "state": JobState.RUNNING,
-                    "attempt": attempt,
-                    "batch_id": batch_id,
-                    "run_dir": run_dir,
-                    "reason": "",
-                    "updated_at": now,
-                }
+        for packed in pack(candidates, allocation):
+            batch_id = str(uuid.uuid4())
+            slots = packed.slots_needed
+            info = executor.batch_info(spec, slots)
+            info.update(
+                walltime_s=allocation.walltime_s,
+                margin_s=allocation.margin_s,
+                order=[t.id for t in farm_order(packed.tasks)],
+                estimates={t.id: t.estimate_s for t in packed.tasks if t.estimate_s is not None},
+                planned_s=packed.makespan_s if packed.timed else None,
             )
-            attempts.append(
-                {
-                    "job_id": job.id,
-                    "number": attempt,
-                    "state": AttemptState.RUNNING,
-                    "batch_id": batch_id,
-                    "run_dir": run_dir,
-                    "input_hash": job.input_hash,
-                    "corrections": job.corrections or [],
-                }
+            session.add(
+                Batch(
+                    id=batch_id,
+                    executor=executor.name,
+                    state=BatchState.LAUNCHING,
+                    directory=str(store.home / "batches" / batch_id),
+                    workers=slots,
+                    n_tasks=len(packed.tasks),
+                    info=info,
+                )
             )
-        session.execute(update(Job), claimed)
-        session.execute(insert(Attempt), attempts)
-    return batch_id
+            session.flush()
+            # The jobs were read in this transaction and cannot have changed since: on SQLite
+            # it holds the write lock, on PostgreSQL the READY rows are locked by the claim
+            # and their WAITING descendants belong to this tick (the tick lock). One bulk
+            # update by primary key claims them all.
+            claimed, attempts = [], []
+            for task in packed.tasks:
+                job = by_id[task.id]
+                attempt = job.attempt + 1
+                run_dir = str(_run_dir(store.home, job, attempt))
+                claimed.append(
+                    {
+                        "id": job.id,
+                        "state": JobState.RUNNING,
+                        "attempt": attempt,
+                        "batch_id": batch_id,
+                        "run_dir": run_dir,
+                        "reason": "",
+                        "updated_at": now,
+                    }
+                )
+                attempts.append(
+                    {
+                        "job_id": job.id,
+                        "number": attempt,
+                        "state": AttemptState.RUNNING,
+                        "batch_id": batch_id,
+                        "run_dir": run_dir,
+                        "input_hash": job.input_hash,
+                        "corrections": job.corrections or [],
+                    }
+                )
+            session.execute(update(Job), claimed)
+            session.execute(insert(Attempt), attempts)
+            batch_ids.append(batch_id)
+    return batch_ids
+
+
+def _cores(job: Job) -> int:
+    return max(1, int((job.resources or {}).get("cores", 1)))
+
+
+def _reject_unfit(
+    session: Session,
+    jobs: list[Job],
+    estimates: Mapping[str, float | None],
+    allocation: Allocation,
+    report: LaunchReport,
+) -> list[Job]:
+    """Fail READY jobs that no batch could ever start: wider than a batch, or estimated to
+    run longer than a batch's walltime minus its margin (a farm never starts those, so they
+    would be requeued batch after batch); WAITING jobs packed below them are left out."""
+    widest = allocation.widest or allocation.slots
+    usable = allocation.usable_s
+    reasons: dict[str, str] = {}
+    for job in jobs:
+        if job.state != JobState.READY:
+            continue
+        estimate = estimates.get(job.id)
+        if _cores(job) > widest:
+            reasons[job.id] = (
+                f"needs {_cores(job)} cores; a batch of this executor has at most {widest}"
+            )
+        elif usable is not None and estimate is not None and estimate > usable:
+            reasons[job.id] = (
+                f"estimated to run {estimate:.0f} s; a batch of this executor has "
+                f"{usable:.0f} s (walltime minus margin)"
+            )
+    wide = set(reasons)
+    if not wide:
+        return jobs
+    for job_id, reason in reasons.items():
+        move(session, [job_id], JobState.READY, JobState.FAILED, reason=reason)
+    report.rejected += len(wide)
+    below: set[str] = set(wide)
+    kept = []
+    for job in jobs:  # parents come first, so one pass finds everything below
+        if job.id in below:
+            continue
+        if job.state == JobState.WAITING and session.scalar(
+            select(JobEdge.parent_id)
+            .where(JobEdge.child_id == job.id, JobEdge.parent_id.in_(below))
+            .limit(1)
+        ):
+            below.add(job.id)
+            continue
+        kept.append(job)
+    return kept
 
 
 def _start(store: Store, executor: Executor, batch_id: str) -> int:
@@ -280,6 +445,9 @@ def _start(store: Store, executor: Executor, batch_id: str) -> int:
         jobs = list(
             session.scalars(select(Job).where(Job.batch_id == batch_id).order_by(Job.position))
         )
+        order = {job_id: i for i, job_id in enumerate((batch.info or {}).get("order", []))}
+        jobs.sort(key=lambda job: order.get(job.id, len(order)))
+        estimates = (batch.info or {}).get("estimates", {})
         run_dirs = {job.id: Path(job.run_dir) for job in jobs}
         for campaign_dir in {d.parent for d in run_dirs.values()}:
             campaign_dir.mkdir(parents=True, exist_ok=True)
@@ -305,16 +473,21 @@ def _start(store: Store, executor: Executor, batch_id: str) -> int:
                     id=job.id,
                     dir=str(run_dir),
                     after=tuple(in_batch),
-                    cores=int((job.resources or {}).get("cores", 1)),
-                    estimate_s=(job.resources or {}).get("estimate_s"),
+                    cores=_cores(job),
+                    estimate_s=estimates.get(job.id),
                 )
             )
         directory = Path(batch.directory)
         directory.mkdir(parents=True, exist_ok=True)
         manifest = directory / "manifest.json"
-        Manifest(batch_id=batch_id, runner=RUNNER, tasks=tasks, workers=batch.workers).dump(
-            manifest
-        )
+        Manifest(
+            batch_id=batch_id,
+            runner=RUNNER,
+            tasks=tasks,
+            workers=batch.workers,
+            walltime_s=(batch.info or {}).get("walltime_s"),
+            margin_s=(batch.info or {}).get("margin_s") or 0.0,
+        ).dump(manifest)
     started = executor.start(batch, str(manifest))
     with store.transaction() as session:
         batch = session.get(Batch, batch_id)

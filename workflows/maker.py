@@ -25,10 +25,17 @@ class Maker(BaseModel):
     description: ClassVar[str] = ""
     # Output keys of the final job that `matdx results` shows as columns.
     summary: ClassVar[tuple[str, ...]] = ()
+    # The flow's output holds a "structure" another recipe of a chain can start from.
+    returns_structure: ClassVar[bool] = True
 
-    def check(self, atoms: Any) -> None:
-        """Raise ``ValueError`` if this recipe cannot run on ``atoms`` with these settings."""
+    def check(self, atoms: Any, *, local: bool = True) -> None:
+        """Raise ``ValueError`` if this recipe cannot run on ``atoms`` with these settings
+        (``local``: the jobs run on this machine, so its programs must be installed)."""
 
-    def make(self, atoms: Any) -> Flow:
-        """The flow of jobs for one structure."""
+    def make(self, atoms: Any, start: Any = None) -> Flow:
+        """The flow of jobs for one structure.
+
+        ``start``, when given, is what the jobs start from instead of ``atoms`` (a reference to
+        the structure an earlier recipe of a chain returns); ``atoms`` still names the flow.
+        """
         raise NotImplementedError(f"{type(self).__name__} must define make()")

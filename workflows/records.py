@@ -40,7 +40,8 @@ __all__ = ["build_record", "matdx_version", "system_of"]
 
 _RESULT_ARRAYS = ("forces", "stress", "magnetic_moments")
 _RESULT_SCALARS = ("band_gap", "fermi_level", "converged", "total_magnetization")
-_RESERVED = {"structure", "atoms", "energy", "method", "md", *_RESULT_ARRAYS, *_RESULT_SCALARS}
+_RESERVED = {"structure", "atoms", "energy", "method", "md", "warnings",
+             *_RESULT_ARRAYS, *_RESULT_SCALARS}
 
 
 @functools.cache
@@ -190,6 +191,8 @@ def build_record(
             finished_at=_timestamp(finished),
             walltime_s=(finished - started) if started and finished else None,
             corrections=corrections,
+            warnings=[str(w) for w in (output or {}).get("warnings", [])]
+            if isinstance(output, dict) and isinstance(output.get("warnings"), list) else [],
             error=None
             if error is None
             else {k: error.get(k) for k in ("type", "message", "last_line", "kind")},
@@ -198,6 +201,8 @@ def build_record(
             owner=campaign.owner,
             project=campaign.project,
             access=campaign.access,
-            license=campaign.license,
+            embargo_until=getattr(campaign, "embargo_until", None),
+            license=campaign.license or None,
+            export_control=bool(getattr(campaign, "export_control", False)),
         ),
     )

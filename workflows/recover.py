@@ -10,7 +10,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 
@@ -31,6 +33,23 @@ class RecoverReport:
     retried: int = 0
     corrected: int = 0
     failed: int = 0
+
+
+# A correction's resources_update multiplies these job resources (e.g. fewer MPI ranks
+# after running out of memory, a longer walltime after a timeout).
+RESOURCE_FACTORS = {"ranks_factor": "ranks", "memory_factor": "memory_mb",
+                    "walltime_factor": "walltime_s"}
+
+
+def scaled_resources(resources: Mapping[str, Any], update: Mapping[str, float]
+                     ) -> dict[str, Any]:
+    """Job resources with a correction's factors applied (ranks stay a whole number ≥ 1)."""
+    scaled = dict(resources)
+    for factor, key in RESOURCE_FACTORS.items():
+        if factor in update and key in scaled:
+            value = scaled[key] * float(update[factor])
+            scaled[key] = max(1, round(value)) if key == "ranks" else value
+    return scaled
 
 
 def recover(store: Store) -> RecoverReport:
@@ -72,6 +91,9 @@ def recover(store: Store) -> RecoverReport:
                     resolved_inputs=inputs,
                     input_hash=input_hash(job.function, inputs),
                     corrections=[*(job.corrections or []), applied],
+                    resources=scaled_resources(
+                        job.resources or {}, correction.get("resources_update") or {}
+                    ),
                     reason=f"corrected by {handler}: {applied['description']}",
                 )
             elif error.get("kind") == "infrastructure":

@@ -5,9 +5,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from matdx.store.models import Campaign, Workflow
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from matdx.store.models import Campaign, Job, Workflow
 from matdx.store.store import Store
 from matdx.workflows.flow import Flow
 from matdx.workflows.graph import insert_jobs
@@ -44,23 +48,30 @@ class CampaignGraph:
     owner: str = ""
     project: str = ""
     access: str = "private"
-    license: str = ""
+    license: str | None = None
+    embargo_until: datetime | None = None
+    export_control: bool = False
 
 
-def _check(graph: CampaignGraph) -> None:
+def _check(graph: CampaignGraph, session: Session) -> None:
+    """Each job appears once; every reference names a job of the campaign or one already in
+    the store (e.g. the MD runs a separate analysis campaign reads)."""
     ids: set[str] = set()
     for _, flow in graph.workflows:
         for one in flow.jobs:
             if one.id in ids:
                 raise SubmitError(f"job {one.id} ({one.name}) appears in two workflows")
             ids.add(one.id)
+    outside = {ref for _, flow in graph.workflows for one in flow.jobs
+               for ref in iter_reference_ids(one.inputs)} - ids
+    known = set(session.scalars(select(Job.id).where(Job.id.in_(outside)))) if outside else set()
     for _, flow in graph.workflows:
         for one in flow.jobs:
-            unknown = set(iter_reference_ids(one.inputs)) - ids
+            unknown = set(iter_reference_ids(one.inputs)) - ids - known
             if unknown:
                 raise SubmitError(
-                    f"job {one.name} ({one.id}) references jobs outside the campaign: "
-                    f"{sorted(unknown)}"
+                    f"job {one.name} ({one.id}) references jobs that are neither in the "
+                    f"campaign nor in the store: {sorted(unknown)}"
                 )
 
 
@@ -75,11 +86,12 @@ def submit(store: Store, graph: CampaignGraph, *, force: bool = False) -> str:
     Raises
     ------
     SubmitError
-        If the graph references jobs outside it or repeats a job; the store is unchanged.
+        If the graph references jobs that do not exist or repeats a job; the store is
+        unchanged.
     """
-    _check(graph)
     campaign_id = str(uuid.uuid4())
     with store.transaction() as session:
+        _check(graph, session)
         session.add(
             Campaign(
                 id=campaign_id,
@@ -90,7 +102,9 @@ def submit(store: Store, graph: CampaignGraph, *, force: bool = False) -> str:
                 owner=graph.owner,
                 project=graph.project,
                 access=graph.access,
-                license=graph.license,
+                license=graph.license or "",
+                embargo_until=graph.embargo_until,
+                export_control=graph.export_control,
                 force=force,
             )
         )

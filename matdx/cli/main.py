@@ -12,7 +12,9 @@ from typing import Annotated, Any
 
 import typer
 
+from matdx.cli import hpc
 from matdx.cli.options import Campaign, Format, Home, OutputFormat
+from matdx.cli.records import register as register_record_commands
 from matdx.cli.tables import console, err_console
 
 app = typer.Typer(
@@ -24,6 +26,7 @@ app = typer.Typer(
 )
 store_app = typer.Typer(help="Check and maintain the store.", no_args_is_help=True)
 app.add_typer(store_app, name="store")
+hpc.register(app)  # matdx hpc check, matdx cron show, matdx report
 
 
 class UsageFailure(Exception):
@@ -251,6 +254,43 @@ def cancel(
 
 
 @app.command()
+def analyze(
+    campaign: Campaign,
+    home: Home = None,
+    kernel: Annotated[str, typer.Option(help="rdf, msd, vacf, sq, angles")] = "rdf,msd",
+    scheduler: Annotated[
+        str | None, typer.Option(help="address of a running Dask scheduler (tcp://host:8786)")
+    ] = None,
+    workers: Annotated[int, typer.Option(help="workers of the local Dask cluster")] = 2,
+    equilibration: Annotated[float, typer.Option(help="leading fraction of frames left out")] = 0.2,
+) -> None:
+    """Analyse every trajectory of a campaign with the kernels, on Dask; results become
+    records linked to the trajectories they read. Trajectories already analysed the same way
+    are skipped."""
+    from matdx.analysis import plan_analysis
+
+    client = _client(home)
+    campaign_id = client.resolve_campaign(campaign)
+    name = client.status(campaign_id)[0].name
+    executor = {"type": "dask", "scheduler": scheduler} if scheduler else \
+        {"type": "dask", "cluster": "local", "workers": workers}
+    kernels = [k.strip() for k in kernel.split(",") if k.strip()]
+    try:
+        plan = plan_analysis(client.store, campaign_id, name, kernels, executor,
+                             equilibration_fraction=equilibration)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--kernel") from error
+    console.print(f"{plan.trajectories} trajectories in {name}; {plan.already_done} already "
+                  f"analysed with {'+'.join(kernels)}")
+    if plan.graph is None:
+        console.print("nothing new to compute")
+        return
+    analysis_id = client.submit(plan.graph)
+    _run_with_progress(client, analysis_id, 0.25)
+    _print_status(client, analysis_id)
+
+
+@app.command()
 def recipes() -> None:
     """The recipes campaign files can name, with their settings."""
     from matdx.cli.tables import rows_table
@@ -312,6 +352,9 @@ def store_verify(home: Home = None) -> None:
         raise typer.Exit(1)
 
 
+register_record_commands(app, store_app)  # query, records, export, import, store gc
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2."""
     from pydantic import ValidationError
@@ -338,10 +381,10 @@ def main() -> None:
     except (typer.Abort, KeyboardInterrupt):
         err_console.print("aborted")
         sys.exit(130)
-    except Exception as error:  # click's usage errors
-        import click
-
-        if isinstance(error, click.ClickException):
+    except Exception as error:
+        # Usage errors of the command-line parser (typer vendors its own click, so match by
+        # behaviour rather than by class): show the usage message, exit with its code.
+        if hasattr(error, "show") and isinstance(getattr(error, "exit_code", None), int):
             error.show()
             sys.exit(error.exit_code)
         raise

@@ -5,13 +5,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy import func, select
 
+from matdx.store.models import Attempt, Base, Batch, Job, Record
+from matdx.store.store import Store
 from tests.conftest import matdx_cli
 
 STATIC = """\
@@ -36,10 +38,26 @@ def write(tmp_path: Path, text: str, name: str = "campaign.yaml") -> Path:
     return path
 
 
+def query(home: Path, statement):
+    """Rows of a ``select()`` on the store the CLI uses (SQLite file or ``$MATDX_STORE``)."""
+    store = Store(home)
+    try:
+        with store.transaction() as session:
+            return session.execute(statement).all()
+    finally:
+        store.dispose()
+
+
 def table_counts(home: Path) -> dict[str, int]:
-    with sqlite3.connect(home / "store.sqlite") as db:
-        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-        return {t: db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables}
+    store = Store(home)
+    try:
+        with store.transaction() as session:
+            return {
+                table.name: session.scalar(select(func.count()).select_from(table))
+                for table in Base.metadata.sorted_tables
+            }
+    finally:
+        store.dispose()
 
 
 def test_submit_run_status_results_show(home, tmp_path):
@@ -150,11 +168,10 @@ def test_concurrent_ticks_never_launch_a_job_twice(home, tmp_path):
     launched = [int(out.split("launched ")[1].split()[0]) for out, _ in outputs]
     assert sum(launched) == 20  # each job launched by exactly one tick
     assert matdx_cli("run", "many").returncode == 0
-    with sqlite3.connect(home / "store.sqlite") as db:
-        attempts = db.execute("SELECT job_id, COUNT(*) FROM attempts GROUP BY job_id").fetchall()
-        records = db.execute("SELECT COUNT(*), COUNT(DISTINCT job_id) FROM records").fetchone()
+    attempts = query(home, select(Attempt.job_id, func.count()).group_by(Attempt.job_id))
+    [records] = query(home, select(func.count(), func.count(Record.job_id.distinct())))
     assert len(attempts) == 20 and {n for _, n in attempts} == {1}
-    assert records == (20, 20)
+    assert tuple(records) == (20, 20)
 
 
 def test_tick_skips_when_another_holds_the_lock(home):
@@ -201,11 +218,10 @@ def test_cancel_and_rerun(home, tmp_path):
     assert "2" in status
     rerun = matdx_cli("rerun", "slow")
     assert "2 job(s) put back" in rerun.stdout
-    with sqlite3.connect(home / "store.sqlite") as db:
-        states = {r[0] for r in db.execute("SELECT state FROM jobs")}
-        batches = db.execute("SELECT state FROM batches").fetchall()
+    states = {state for (state,) in query(home, select(Job.state))}
+    batches = query(home, select(Batch.state))
     assert states == {"WAITING"}
     assert matdx_cli("tick").returncode == 0  # the cancelled farm's batch is closed
-    with sqlite3.connect(home / "store.sqlite") as db:
-        assert db.execute("SELECT COUNT(*) FROM batches WHERE state='ENDED'").fetchone()[0] >= 1
+    [(ended,)] = query(home, select(func.count()).where(Batch.state == "ENDED"))
+    assert ended >= 1
     assert batches

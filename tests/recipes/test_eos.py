@@ -22,8 +22,9 @@ def test_fit_recovers_known_parameters():
 def test_fit_agrees_with_ase_on_emt_copper(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     copper = bulk("Cu")
-    points = [eos_point.original(copper, f) for f in np.linspace(0.92, 1.08, 7)]
-    ours = fit.original(points, copper)
+    points = [eos_point.original(atoms=copper, volume_factor=f)
+              for f in np.linspace(0.92, 1.08, 7)]
+    ours = fit.original(points, copper, {"code": "emt"})
     v0, e0, b0 = EquationOfState(
         [p["volume"] for p in points], [p["energy"] for p in points], eos="birchmurnaghan"
     ).fit()
@@ -37,13 +38,14 @@ def test_fit_agrees_with_ase_on_emt_copper(tmp_path, monkeypatch):
 def test_fit_extends_the_range_when_the_minimum_is_outside(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     squeezed = bulk("Cu", a=3.3)  # far below the EMT minimum: energies fall towards larger V
-    points = [eos_point.original(squeezed, f) for f in np.linspace(0.94, 1.06, 7)]
-    response = fit.original(points, squeezed, step=0.02, extensions_left=2)
+    points = [eos_point.original(atoms=squeezed, volume_factor=f)
+              for f in np.linspace(0.94, 1.06, 7)]
+    response = fit.original(points, squeezed, {"code": "emt"}, step=0.02, extensions_left=2)
     assert isinstance(response, Response)
     assert response.output["extended"] == "high"
     new_jobs = list(response.replace.jobs)
     assert [j.name for j in new_jobs] == ["eos_point"] * 3 + ["fit"]
-    factors = [j.inputs["args"][1] for j in new_jobs[:3]]
+    factors = [j.inputs["kwargs"]["volume_factor"] for j in new_jobs[:3]]
     assert factors == pytest.approx([1.08, 1.10, 1.12])
     assert response.replace.output == new_jobs[-1].output.__matdx_json__()
     with pytest.raises(ValueError, match=r"not convex|at least 5"):

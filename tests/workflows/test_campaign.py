@@ -34,7 +34,8 @@ def test_single_study_at_top_level_with_generated_and_file_structures():
         }
     )
     formulas = [
-        next(iter(flow.jobs)).inputs["args"][0]["@atoms"]["numbers"] for _, flow in graph.workflows
+        next(iter(flow.jobs)).inputs["kwargs"]["atoms"]["@atoms"]["numbers"]
+        for _, flow in graph.workflows
     ]
     assert [len(n) for n in formulas] == [4, 4, 4, 2, 2, 2]
     assert graph.executor == {"type": "local", "workers": None}
@@ -72,7 +73,8 @@ def test_retries_apply_to_every_job():
     [
         (
             {"name": "x", "recipe": "phonons", "structures": [{"bulk": ["Cu"]}]},
-            r"studies\[0\]\.recipe: unknown recipe 'phonons'; available: eos, md, relax, static",
+            r"studies\[0\]\.recipe: unknown recipe 'phonons'; available: "
+            r"bands, elastic, eos, md, phonon, relax, static",
         ),
         (
             {"name": "x", "recipe": "static", "structures": [{"bulk": ["Cu", "Xq"]}]},
@@ -106,11 +108,42 @@ def test_retries_apply_to_every_job():
         ),
         (
             {"name": "x", "recipe": "static", "structures": [{"bulk": ["Si"]}]},
-            r"studies\[0\]\.structures\[0\]: code: EMT has no parameters for Si",
+            r"studies\[0\]\.structures\[0\]: code: emt has no parameters for Si",
+        ),
+        (
+            {"name": "x", "recipe": "static", "code": "castep", "structures": [{"bulk": ["Cu"]}]},
+            r"studies\[0\]\.structures\[0\]: code: unknown code 'castep'",
         ),
         (
             {"name": "x", "recipe": "static", "code": "vasp", "structures": [{"bulk": ["Cu"]}]},
-            r"studies\[0\]\.structures\[0\]: code: unknown code 'vasp'",
+            r"code: vasp needs the program 'vasp_std', which is not installed here",
+        ),
+        (
+            {"name": "x", "recipe": "md", "code": "espresso", "structures": [{"bulk": ["Si"]}]},
+            r"code: espresso cannot run the 'md' recipe",
+        ),
+        (
+            {"name": "x", "recipe": "static", "code": "espresso",
+             "structures": [{"bulk": ["Zr"]}]},
+            r"studies\[0\]\.structures\[0\]: parameters: .*Zr",
+        ),
+        (
+            {"name": "x", "recipe": "eos", "code": "cp2k", "structures": [{"bulk": ["Si"]}]},
+            r"relax_first: cp2k cannot relax the cell; set relax_first: false",
+        ),
+        (
+            {"name": "x", "recipe": ["relax", "md"], "structures": [{"bulk": ["Cu"]}],
+             "settings": {"relax": {"fmax": 0.05}, "eos": {"points": 9}}},
+            r"studies\[0\]\.settings\.eos: not a recipe of this chain",
+        ),
+        (
+            {"name": "x", "recipe": ["md", "relax"], "structures": [{"bulk": ["Cu"]}]},
+            r"studies\[0\]\.recipe: 'md' returns no single structure",
+        ),
+        (
+            {"name": "x", "recipe": "static", "protocol": "sloppy",
+             "structures": [{"bulk": ["Cu"]}]},
+            r"studies\[0\]\.protocol: Input should be 'fast', 'moderate' or 'precise'",
         ),
         (
             {
@@ -144,7 +177,7 @@ def test_retries_apply_to_every_job():
                 "executor": {"type": "pbs"},
                 "structures": [{"bulk": ["Cu"]}],
             },
-            r"executor\.type: Input should be 'local'",
+            r"executor\.site: Field required",  # a batch queue needs a site profile
         ),
     ],
 )

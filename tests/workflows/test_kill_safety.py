@@ -5,15 +5,17 @@ from __future__ import annotations
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import and_, func, select
 
 from matdx.hpc.farm import process_start_time, read_events
+from matdx.store.models import Attempt, Batch, Job, Record
+from matdx.store.store import Store
 from matdx.workflows import Flow
 from matdx.workflows.submit import CampaignGraph
 from tests.conftest import matdx_cli
@@ -55,29 +57,43 @@ def interrupt_runs(
 
 def check_store(home: Path) -> dict[str, int]:
     """The invariants after recovery; returns a few counts for the test to report."""
-    db = sqlite3.connect(home / "store.sqlite")
-    states = dict(db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
+    store = Store(home)
+    try:
+        with store.transaction() as session:
+            return _check(session, home)
+    finally:
+        store.dispose()
+
+
+def _check(session, home: Path) -> dict[str, int]:
+    states = dict(session.execute(select(Job.state, func.count()).group_by(Job.state)).all())
     assert set(states) == {"COMPLETED"}, states
     # one record per attempt that ran, none for attempts that were lost
-    per_attempt = db.execute(
-        "SELECT a.state, COUNT(r.record_id) FROM attempts a LEFT JOIN records r "
-        "ON r.job_id = a.job_id AND r.attempt = a.number GROUP BY a.job_id, a.number"
-    ).fetchall()
+    per_attempt = session.execute(
+        select(Attempt.state, func.count(Record.record_id))
+        .outerjoin(Record, and_(Record.job_id == Attempt.job_id, Record.attempt == Attempt.number))
+        .group_by(Attempt.job_id, Attempt.number, Attempt.state)
+    ).all()
     for state, records in per_attempt:
         assert records == (0 if state == "LOST" else 1), (state, records)
     # every job's result is the record of its own last attempt
-    mismatched = db.execute(
-        "SELECT COUNT(*) FROM jobs j JOIN records r ON r.record_id = j.record_id "
-        "WHERE j.reused_from IS NULL AND (r.job_id != j.id OR r.attempt != j.attempt)"
-    ).fetchone()[0]
+    mismatched = session.scalar(
+        select(func.count())
+        .select_from(Job)
+        .join(Record, Record.record_id == Job.record_id)
+        .where(
+            Job.reused_from.is_(None),
+            (Record.job_id != Job.id) | (Record.attempt != Job.attempt),
+        )
+    )
     assert mismatched == 0
     # nothing ran twice: one result file per record, no result in a lost attempt's run dir
     results = list((home / "runs").rglob("result.json"))
-    records = db.execute("SELECT COUNT(*) FROM records").fetchone()[0]
+    records = session.scalar(select(func.count()).select_from(Record))
     assert len(results) == records
-    open_batches = db.execute("SELECT COUNT(*) FROM batches WHERE state != 'ENDED'").fetchone()
-    assert open_batches[0] == 0
-    lost = db.execute("SELECT COUNT(*) FROM attempts WHERE state = 'LOST'").fetchone()[0]
+    open_batches = session.scalar(select(func.count()).where(Batch.state != "ENDED"))
+    assert open_batches == 0
+    lost = session.scalar(select(func.count()).where(Attempt.state == "LOST"))
     return {"records": records, "lost_attempts": lost, "jobs": states["COMPLETED"]}
 
 

@@ -1,0 +1,146 @@
+"""Analysis of a stored trajectory with the numba kernels of :mod:`matdx.kernels`.
+
+The :func:`analyze` job reads an H5MD trajectory artifact block of frames by block and computes
+the quantities its ``kernels`` name:
+
+=========  ================================================================================
+``rdf``    total g(r) (accumulated block by block), first peak, first-shell coordination
+``msd``    mean squared displacement over all time origins, diffusion coefficient with a
+           standard error from disjoint atom subsets
+``vacf``   velocity autocorrelation (normalised) and the vibrational DOS (THz)
+``sq``     static structure factor S(q) on the allowed q-vectors of the cell
+``angles`` bond-angle distribution within the first coordination shell
+=========  ================================================================================
+
+The first ``equilibration_fraction`` of the frames is left out. Units: Å, fs, THz, Å⁻¹, degrees.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from matdx.codes.trajectory import TrajectoryReader
+from matdx.kernels.angles import bond_angle_distribution
+from matdx.kernels.cells import max_cutoff
+from matdx.kernels.msd import diffusion_coefficient, mean_squared_displacement
+from matdx.kernels.rdf import RDFAccumulator, running_coordination_number
+from matdx.kernels.structure_factor import StructureFactorAccumulator
+from matdx.kernels.vacf import velocity_autocorrelation, vibrational_dos
+from matdx.workflows import ArtifactFile, job
+
+__all__ = ["KERNELS", "MIN_FRAMES_FOR_D", "analyze"]
+
+KERNELS = ("rdf", "msd", "vacf", "sq", "angles")
+MIN_FRAMES_FOR_D = 10  # frames after equilibration needed to fit the MSD's linear regime
+
+
+def _rdf_summary(g: Any) -> dict[str, Any]:
+    peak = int(np.argmax(g.g))
+    shell = running_coordination_number(g.edges, g.g, g.density)
+    minimum = peak + int(np.argmin(g.g[peak:]))  # first minimum after the peak
+    return {"r": g.r, "g_r": g.g, "first_peak_A": float(g.r[peak]),
+            "first_minimum_A": float(g.r[minimum]),
+            "coordination_first_shell": float(shell[minimum])}
+
+
+def _msd_summary(positions: np.ndarray, cells: np.ndarray, times: np.ndarray,
+                 pbc: np.ndarray) -> tuple[dict[str, Any], list[str]]:
+    msd = mean_squared_displacement(positions, float(times[1] - times[0]), cell=cells, pbc=pbc)
+    out: dict[str, Any] = {"time_fs": msd.time, "msd_A2": msd.msd}
+    if len(times) < MIN_FRAMES_FOR_D:
+        return out, [f"{len(times)} frames analysed: too few for a diffusion coefficient "
+                     f"(at least {MIN_FRAMES_FOR_D})"]
+    d = diffusion_coefficient(msd.time, msd.msd, msd.blocks)
+    out.update(D_A2_per_fs=d.D, D_cm2_per_s=d.D_cm2_s, D_cm2_per_s_err=d.D_err_cm2_s,
+               fit_window_fs=list(d.fit_window))
+    return out, []
+
+
+@job
+def analyze(
+    trajectory: ArtifactFile,
+    temperature_K: float | None = None,
+    equilibration_fraction: float = 0.2,
+    r_max: float = 6.0,
+    bins: int = 150,
+    kernels: tuple[str, ...] | list[str] = ("rdf", "msd"),
+    q_max: float = 8.0,
+    frames_per_block: int = 256,
+) -> dict[str, Any]:
+    """Structure and dynamics of an MD trajectory.
+
+    Parameters
+    ----------
+    trajectory
+        An H5MD trajectory (positions unwrapped or not; the cell of every frame).
+    temperature_K
+        Recorded with the results (the MD's target temperature).
+    equilibration_fraction
+        Leading fraction of the frames left out.
+    r_max, bins
+        Range of g(r), Å (reduced to just under half the smallest cell width), and its bins;
+        ``bins`` also bins S(q) up to ``q_max`` (Å⁻¹).
+    kernels
+        Which analyses to run, among :data:`KERNELS`.
+
+    Returns
+    -------
+    dict
+        ``rdf``: ``r`` (Å), ``g_r``, ``first_peak_A``, ``coordination_first_shell``;
+        ``msd``: ``time_fs``, ``msd_A2``, ``D_cm2_per_s`` ± ``D_cm2_per_s_err``;
+        ``vacf``: ``vacf``, ``vdos_frequency_THz``, ``vdos``; ``sq``: ``q``, ``s_q``;
+        ``angles``: ``angle_deg``, ``angle_density``.
+    """
+    unknown = sorted(set(kernels) - set(KERNELS))
+    if unknown:
+        raise ValueError(f"kernels: unknown {unknown}; accepted: {', '.join(KERNELS)}")
+    with TrajectoryReader(trajectory.path) as reader:
+        skip = int(equilibration_fraction * reader.n_frames)
+        first = reader.read(skip, skip + 1)
+        pbc = reader.pbc
+        r_max = min(r_max, 0.999 * max_cutoff(first.cells[0], pbc))
+        rdf = RDFAccumulator(r_max, bins, pbc=pbc)
+        sq = StructureFactorAccumulator(q_max, bins)
+        positions, cells, times, velocities = [], [], [], []
+        for start in range(skip, reader.n_frames, frames_per_block):
+            block = reader.read(start, start + frames_per_block)
+            if "rdf" in kernels or "angles" in kernels:
+                rdf.update(block.positions, block.cells)
+            if "sq" in kernels:
+                sq.update(block.positions, block.cells)
+            positions.append(block.positions)
+            cells.append(block.cells)
+            times.append(block.times)
+            if "vacf" in kernels:
+                if block.velocities is None:
+                    raise ValueError("kernels: 'vacf' needs velocities, the trajectory has none")
+                velocities.append(block.velocities)
+    positions, cells, times = (np.concatenate(x) for x in (positions, cells, times))
+    output: dict[str, Any] = {"temperature_K": temperature_K, "frames_analysed": len(times),
+                              "kernels": list(kernels)}
+    warnings: list[str] = []
+    if "rdf" in kernels or "angles" in kernels:
+        output.update(_rdf_summary(rdf.result()))
+    if "msd" in kernels:
+        summary, notes = _msd_summary(positions, cells, times, pbc)
+        output.update(summary)
+        warnings += notes
+    if "vacf" in kernels:
+        result = velocity_autocorrelation(np.concatenate(velocities), float(times[1] - times[0]),
+                                          normalize=True)
+        frequency, dos = vibrational_dos(result.vacf, float(times[1] - times[0]))
+        output.update(vacf=result.vacf, vdos_frequency_THz=frequency, vdos=dos)
+    if "sq" in kernels:
+        structure_factor = sq.result()
+        output.update(q=structure_factor.q, s_q=structure_factor.s)
+    if "angles" in kernels:
+        angles = bond_angle_distribution(positions[-1], output["first_minimum_A"], cells[-1],
+                                         pbc)
+        output.update(angle_deg=angles.angle, angle_density=angles.density)
+    output["warnings"] = warnings
+    output["method"] = {"calculation": "md-analysis", "parameters": {
+        "kernels": list(kernels), "equilibration_fraction": equilibration_fraction,
+        "r_max": r_max, "bins": bins, "q_max": q_max}}
+    return output

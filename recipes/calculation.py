@@ -1,0 +1,228 @@
+"""One calculation with a program code, from inside a job: protocol, run, record-ready output.
+
+:func:`run_program` merges the protocol's parameters under the user's, runs the program through
+its ``matdx.codes`` template in a subdirectory of the job's run directory, and returns the
+job output the harvest turns into a record (structure, energy, forces, stress, method, ...).
+
+When the program fails, the template's error handlers have already looked at the run
+directory; :class:`CorrectableFailure` carries what they propose in the form the workflow
+engine applies to the job's next attempt (``inputs_update`` merged into the job's keyword
+arguments, ``resources_update`` for its resources), with the handler's budget. Recipe jobs
+therefore take ``atoms``, ``parameters`` and ``applied`` as keyword arguments.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+
+from matdx.recipes.codes import code_info
+from matdx.recipes.protocols import load_protocol, merge_parameters
+from matdx.workflows.files import ArtifactFile
+from matdx.workflows.serialization import encode
+
+__all__ = ["CorrectableFailure", "fixed_kpoints", "output_of", "program_parameters",
+           "run_program"]
+
+TEXT = "text/plain"
+
+
+class CorrectableFailure(RuntimeError):
+    """A program run failed; ``correction`` says how the next attempt should differ.
+
+    Attributes
+    ----------
+    kind
+        ``"science"`` or ``"infrastructure"`` (walltime, node failure, out of memory).
+    correction
+        None, or ``{"handler", "description", "max_corrections", "inputs_update",
+        "resources_update"}`` for the engine's recover step.
+    """
+
+    def __init__(self, message: str, kind: str, correction: dict[str, Any] | None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.correction = correction
+
+
+def _espresso_cutoffs(atoms: Atoms, parameters: dict[str, Any], protocol: Mapping[str, Any],
+                      pseudo_dir: str | None) -> dict[str, Any]:
+    """ecutwfc/ecutrho (Ry) from the protocol's factor and the pseudopotentials' suggestions,
+    unless the user set them."""
+    from matdx.codes.espresso import DEFAULT_PSEUDO_DIR, select_pseudopotentials
+
+    system = dict(parameters.get("system") or {})
+    if system.get("ecutwfc") is not None:
+        return parameters
+    cutoff = protocol.get("cutoff") or {}
+    factor, fallback = float(cutoff.get("factor", 1.0)), float(cutoff.get("fallback_ry", 30.0))
+    pseudos = select_pseudopotentials(
+        list(dict.fromkeys(atoms.get_chemical_symbols())), Path(pseudo_dir or DEFAULT_PSEUDO_DIR),
+        functional=str(parameters.get("functional", "PBE")),
+        explicit=parameters.get("pseudopotentials"),
+    )
+    wfc = [p.wfc_cutoff for p in pseudos.values()]
+    rho = [p.rho_cutoff for p in pseudos.values() if p.rho_cutoff]
+    suggested = max((w for w in wfc if w), default=0.0)
+    ecutwfc = factor * suggested if all(wfc) else max(fallback, factor * suggested)
+    system["ecutwfc"] = round(ecutwfc, 1)
+    if system.get("ecutrho") is None and rho:
+        system["ecutrho"] = round(max(factor * max(rho), 4 * system["ecutwfc"]), 1)
+    return {**parameters, "system": system}
+
+
+def program_parameters(code: str, protocol: str, user: Mapping[str, Any] | None, atoms: Atoms,
+                       *, kpoints: bool = True) -> tuple[dict[str, Any], list[str], str | None]:
+    """Code parameters for one run: the protocol's, with the user's merged over them.
+
+    ``pseudo_dir`` in the user's parameters is taken out and returned separately (it belongs
+    to the machine's profile, not to the input files).
+
+    Returns
+    -------
+    parameters, warnings, pseudo_dir
+    """
+    user = dict(user or {})
+    pseudo_dir = user.pop("pseudo_dir", None)
+    settings = load_protocol(code, protocol)
+    parameters, warnings = merge_parameters(settings, user)
+    if kpoints and "kpoints" in settings and "kpoints" not in user:
+        parameters["kpoints"] = dict(settings["kpoints"])
+    if code == "espresso":
+        parameters = _espresso_cutoffs(atoms, parameters, settings, pseudo_dir)
+    return parameters, warnings, pseudo_dir
+
+
+def fixed_kpoints(code: str, protocol: str, parameters: Mapping[str, Any] | None,
+                  reference: Atoms) -> dict[str, Any]:
+    """``parameters`` with the k-point grid fixed to the one the protocol's density gives for
+    ``reference``, so that strained or scaled copies of it (EOS points, elastic strains) are
+    all computed on the same grid and their energies stay comparable."""
+    parameters = dict(parameters or {})
+    if code != "espresso" or "kpoints" in parameters:
+        return parameters
+    from matdx.codes.kpoints import kpoint_grid
+
+    density = (load_protocol(code, protocol).get("kpoints") or {}).get("density")
+    if density is not None:
+        grid = kpoint_grid(reference.cell, float(density), reference.pbc)
+        parameters["kpoints"] = {"grid": [int(n) for n in grid], "shift": [0, 0, 0]}
+    return parameters
+
+
+def _method(result: Any, protocol: str) -> dict[str, Any]:
+    parameters = result.parameters or {}
+    system = parameters.get("system") or {}
+    method: dict[str, Any] = {
+        "code": result.code,
+        "code_version": result.code_version,
+        "calculation": result.calculation,
+        "pseudopotentials": [{k: str(v) for k, v in p.items() if v is not None}
+                             for p in result.pseudopotentials],
+        "parameters": {**parameters, "protocol": protocol},
+    }
+    if result.code == "espresso":
+        method["functional"] = parameters.get("functional")
+        method["basis"] = {k: system[k] for k in ("ecutwfc", "ecutrho") if system.get(k)}
+        method["basis"]["unit"] = "Ry"
+        method["kpoints"] = parameters.get("kpoints") or {}
+        if system.get("occupations") == "smearing":
+            method["smearing"] = {"type": system.get("smearing"), "width_Ry": system.get("degauss")}
+        method["spin"] = {"nspin": system.get("nspin", 1)}
+    return method
+
+
+def output_of(result: Any, directory: Path, protocol: str, warnings: list[str]
+              ) -> dict[str, Any]:
+    """The job output (and record content) of a program run's :class:`CalculationResult`."""
+    output: dict[str, Any] = {
+        "structure": result.structure,
+        "energy": result.energy,
+        "forces": result.forces,
+        "stress": result.stress,
+        "converged": bool(result.converged),
+        "fermi_level": result.fermi_level,
+        "band_gap": result.band_gap,
+        "magnetic_moments": result.magnetic_moments,
+        "total_magnetization": result.total_magnetization,
+        "volume": float(result.structure.get_volume()) if result.structure.pbc.all() else None,
+        "n_scf_steps": result.n_scf_steps,
+        "n_ionic_steps": result.n_ionic_steps,
+        "code_walltime_s": result.walltime_s,
+        "method": _method(result, protocol),
+        "warnings": [*warnings, *result.warnings],
+    }
+    if result.eigenvalues is not None:
+        output["eigenvalues"] = np.asarray(result.eigenvalues)
+        output["kweights"] = None if result.kweights is None else np.asarray(result.kweights)
+        output["kpoints"] = None if result.kpoints is None else np.asarray(result.kpoints)
+    template = code_info(result.code).template()
+    raw = directory / template.stdout
+    if raw.is_file():
+        output["raw_output"] = ArtifactFile(str(raw), media_type=TEXT)
+    if result.trajectory:
+        output["trajectory"] = ArtifactFile(str(directory / result.trajectory),
+                                            media_type="application/x-h5md")
+    return {k: v for k, v in output.items() if v is not None or k in ("energy",)}
+
+
+def _correction(failure: Any, template: Any, parameters: Mapping[str, Any],
+                applied: Mapping[str, int]) -> dict[str, Any] | None:
+    correction = failure.correction
+    if correction is None:
+        return None
+    budget = next((h.max_corrections for h in template.handlers
+                   if h.name == correction.handler), 1)
+    kwargs: dict[str, Any] = {
+        "parameters": dict(correction.parameter_updates),
+        "applied": {**applied, correction.handler: int(applied.get(correction.handler, 0)) + 1},
+    }
+    if correction.restart_structure is not None:
+        kwargs["atoms"] = encode(correction.restart_structure)
+    resources = {key: float(value) for key, value in (correction.resources or {}).items()
+                 if isinstance(value, int | float) and math.isfinite(value)}
+    return {
+        "handler": correction.handler,
+        "description": correction.description,
+        "max_corrections": int(budget),
+        "inputs_update": {"kwargs": kwargs},
+        "resources_update": resources,
+    }
+
+
+def run_program(atoms: Atoms, code: str, calculation: str,
+                parameters: Mapping[str, Any] | None = None, *, protocol: str = "moderate",
+                applied: Mapping[str, int] | None = None, directory: str | Path = "calc",
+                ranks: int = 1, timeout_s: float | None = None) -> dict[str, Any]:
+    """Run one calculation with a program code in ``directory`` (relative to the job's run
+    directory) and return the job output.
+
+    Raises
+    ------
+    CorrectableFailure
+        When the run failed, with the error handlers' correction for the next attempt.
+    matdx.codes.errors.SetupError
+        Before running: bad parameters, missing pseudopotential or program.
+    """
+    from matdx.codes.base import run_calculation
+    from matdx.codes.errors import CalculationFailed
+
+    info = code_info(code)
+    full, warnings, pseudo_dir = program_parameters(code, protocol, parameters, atoms)
+    template = info.template()
+    profile = template.profile(pseudo_dir=pseudo_dir) if pseudo_dir else template.profile()
+    directory = Path(directory)
+    try:
+        result = run_calculation(template, profile, directory, atoms, full, calculation,
+                                 ranks=ranks, timeout_s=timeout_s, applied=dict(applied or {}))
+    except CalculationFailed as failure:
+        raise CorrectableFailure(
+            f"{code} {calculation} failed: {failure.reason}", failure.kind,
+            _correction(failure, template, full, dict(applied or {})),
+        ) from failure
+    return output_of(result, directory, protocol, warnings)

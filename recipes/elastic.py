@@ -1,0 +1,198 @@
+"""Elastic constants from stress–strain: the full Cij (GPa), bulk and shear moduli.
+
+The flow is ``relax (cell) → 24 strained copies → fit``: each of the six Voigt strains
+e_j ∈ {−2δ, −δ, +δ, +2δ} is applied to the relaxed cell (engineering shear strains, so
+e_4 = 2ε_yz); the stress of each copy is computed (with the atoms relaxed inside the strained
+cell when the cell has more than one atom: relaxed-ion constants), and C_ij is the slope of
+σ_i against e_j from a linear least-squares fit (the intercept absorbs residual stress), in ASE's
+sign convention (tension positive), converted from eV/Å³ to GPa and symmetrised.
+
+Voigt–Reuss–Hill averages give the bulk and shear moduli; the crystal is mechanically stable
+(Born) when C is positive definite.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+from ase import Atoms
+from ase.stress import full_3x3_to_voigt_6_stress
+from ase.units import GPa
+from pydantic import Field
+
+from matdx.recipes.calculation import fixed_kpoints
+from matdx.recipes.codes import code_info
+from matdx.recipes.maker import CodeMaker
+from matdx.recipes.relax import relax, relaxed_first
+from matdx.recipes.static import single_point
+from matdx.workflows import Flow, job
+
+__all__ = ["ElasticMaker", "elastic_moduli", "fit_elastic", "strained", "strained_stress"]
+
+VOIGT_PAIRS = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
+
+
+def strained(atoms: Atoms, component: int, strain: float) -> Atoms:
+    """A copy of ``atoms`` with Voigt strain ``strain`` on ``component`` (0–5), atoms moved
+    with the cell. Shear components are engineering strains (e_4 = 2ε_yz)."""
+    i, j = VOIGT_PAIRS[component]
+    epsilon = np.zeros((3, 3))
+    if i == j:
+        epsilon[i, i] = strain
+    else:
+        epsilon[i, j] = epsilon[j, i] = strain / 2.0
+    copy = atoms.copy()
+    copy.set_cell(atoms.cell.array @ (np.eye(3) + epsilon), scale_atoms=True)
+    return copy
+
+
+@job
+def strained_stress(
+    *,
+    atoms: Atoms,
+    component: int,
+    strain: float,
+    code: str = "emt",
+    parameters: dict[str, Any] | None = None,
+    protocol: str = "moderate",
+    applied: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    """Stress (eV/Å³, ASE sign) of ``atoms`` under one Voigt strain, on the k-point grid of the
+    unstrained cell; the atoms relax inside the strained cell when there is more than one."""
+    parameters = fixed_kpoints(code, protocol, parameters, atoms)
+    deformed = strained(atoms, component, strain)
+    if len(atoms) > 1:
+        output = relax.original(
+            atoms=deformed,
+            code=code,
+            parameters=parameters,
+            protocol=protocol,
+            applied=applied,
+            relax_cell=False,
+        )
+    else:
+        output = single_point(deformed, code, parameters, protocol, applied)
+    output["component"] = component
+    output["strain"] = float(strain)
+    return output
+
+
+def elastic_moduli(c: np.ndarray) -> dict[str, Any]:
+    """Voigt, Reuss and Hill bulk and shear moduli (GPa) and the Born stability of C (GPa)."""
+    c = np.asarray(c, dtype=float)
+    k_voigt = (c[0, 0] + c[1, 1] + c[2, 2] + 2 * (c[0, 1] + c[0, 2] + c[1, 2])) / 9.0
+    g_voigt = (
+        (c[0, 0] + c[1, 1] + c[2, 2])
+        - (c[0, 1] + c[0, 2] + c[1, 2])
+        + 3 * (c[3, 3] + c[4, 4] + c[5, 5])
+    ) / 15.0
+    eigenvalues = np.linalg.eigvalsh(c)
+    stable = bool(eigenvalues.min() > 0)
+    if abs(np.linalg.det(c)) > 1e-12:
+        s = np.linalg.inv(c)
+        k_reuss = 1.0 / ((s[0, 0] + s[1, 1] + s[2, 2]) + 2 * (s[0, 1] + s[0, 2] + s[1, 2]))
+        g_reuss = 15.0 / (
+            4 * (s[0, 0] + s[1, 1] + s[2, 2])
+            - 4 * (s[0, 1] + s[0, 2] + s[1, 2])
+            + 3 * (s[3, 3] + s[4, 4] + s[5, 5])
+        )
+    else:
+        k_reuss = g_reuss = float("nan")
+    return {
+        "bulk_modulus_voigt_GPa": float(k_voigt),
+        "bulk_modulus_reuss_GPa": float(k_reuss),
+        "bulk_modulus_GPa": float((k_voigt + k_reuss) / 2),
+        "shear_modulus_voigt_GPa": float(g_voigt),
+        "shear_modulus_reuss_GPa": float(g_reuss),
+        "shear_modulus_GPa": float((g_voigt + g_reuss) / 2),
+        "mechanically_stable": stable,
+        "min_eigenvalue_GPa": float(eigenvalues.min()),
+    }
+
+
+@job(retries=0)
+def fit_elastic(points: list[dict[str, Any]], structure: Atoms) -> dict[str, Any]:
+    """C_ij (GPa) from the stresses of the strained copies, and the moduli.
+
+    Returns
+    -------
+    dict
+        ``C_GPa`` (6, 6) in Voigt order xx, yy, zz, yz, xz, xy; ``C11_GPa``, ``C12_GPa``,
+        ``C44_GPa``...; the moduli of :func:`elastic_moduli`; the fit's largest residual.
+    """
+    c = np.zeros((6, 6))
+    residual = 0.0
+    for j in range(6):
+        mine = [p for p in points if int(p["component"]) == j]
+        if len(mine) < 2:
+            raise ValueError(f"points: component {j} has {len(mine)} strained copies, need 2")
+        strains = np.array([float(p["strain"]) for p in mine])
+        stresses = np.array([full_3x3_to_voigt_6_stress(np.asarray(p["stress"])) for p in mine])
+        design = np.column_stack([strains, np.ones_like(strains)])
+        solution, *_ = np.linalg.lstsq(design, stresses, rcond=None)
+        c[:, j] = solution[0] / GPa
+        residual = max(residual, float(np.abs(design @ solution - stresses).max() / GPa))
+    c = 0.5 * (c + c.T)
+    named = {f"C{i + 1}{j + 1}_GPa": float(c[i, j]) for i in range(6) for j in range(i, 6)}
+    return {
+        "C_GPa": c,
+        **named,
+        **elastic_moduli(c),
+        "fit_residual_GPa": residual,
+        "structure": structure,
+        "method": {
+            "calculation": "elastic-fit",
+            "parameters": {"strains": sorted({float(p["strain"]) for p in points})},
+        },
+    }
+
+
+class ElasticMaker(CodeMaker):
+    """Elastic constants of each structure from stress–strain."""
+
+    name: ClassVar[str] = "elastic"
+    description: ClassVar[str] = "Cij (GPa) from stress-strain, bulk and shear moduli"
+    summary: ClassVar[tuple[str, ...]] = (
+        "C11_GPa",
+        "C12_GPa",
+        "C44_GPa",
+        "bulk_modulus_GPa",
+        "shear_modulus_GPa",
+        "mechanically_stable",
+    )
+
+    strain: float = Field(0.005, gt=0, le=0.05, description="largest Voigt strain is 2×this")
+    relax_first: bool = True
+
+    def check(self, atoms: Atoms, *, local: bool = True) -> None:
+        if not atoms.pbc.all():
+            raise ValueError("structure: elastic constants need a periodic cell")
+        super().check(atoms, local=local)
+        if len(atoms) > 1 and "relax" not in code_info(self.code).recipes:
+            # the strained copies relax their atoms
+            raise ValueError(f"code: {self.code} cannot relax the atoms of strained cells")
+
+    def make(self, atoms: Atoms, start: Any = None) -> Flow:
+        settings = self.code_settings()
+        jobs, reference = relaxed_first(atoms if start is None else start, settings,
+                                        self.relax_first)
+        points = [
+            strained_stress(atoms=reference, component=j, strain=k * self.strain, **settings)
+            for j in range(6)
+            for k in (-2, -1, 1, 2)
+        ]
+        stresses = [
+            {
+                "component": p.output["component"],
+                "strain": p.output["strain"],
+                "stress": p.output["stress"],
+            }
+            for p in points
+        ]
+        fitting = fit_elastic(stresses, reference)
+        return Flow(
+            [*jobs, *points, fitting],
+            output=fitting.output,
+            name=f"elastic {atoms.get_chemical_formula()}",
+        )
