@@ -11,6 +11,7 @@ job attempt.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -44,6 +45,8 @@ from matdx.workflows.files import iter_artifacts
 from matdx.workflows.records import build_record
 from matdx.workflows.rundir import JOB_FILE, RESULT_FILE, read_json
 from matdx.workflows.states import move
+
+log = logging.getLogger(__name__)
 
 __all__ = ["HarvestReport", "batch_progress", "harvest"]
 
@@ -387,7 +390,14 @@ def _harvest_chunk(
                                 "last_line": f"harvest: {type(error).__name__}: {error}",
                                 "kind": "science", "correction": None}}
             results[job_id] = result
-            record, references = _record_of(result, **context)
+            try:
+                record, references = _record_of(result, **context)
+            except (OSError, ValueError, TypeError, KeyError) as again:
+                # Not even the failed attempt can be recorded (e.g. its campaign's governance
+                # no longer validates): the job stays as it is, with its result on disk, and
+                # the rest of the tick goes on.
+                log.error("job %s: result kept in %s, not harvested: %s", job_id, run_dir, again)
+                continue
         records.append(_record_row(record, result))
         for reference in references:
             artifacts[reference.sha256] = {
@@ -458,6 +468,8 @@ def _harvest_chunk(
     new_artifacts = [row for sha, row in artifacts.items() if sha not in known]
     if new_artifacts:
         session.execute(insert(Artifact), new_artifacts)
+    if not records:
+        return
     session.execute(insert(Record), records)
     if links:
         session.execute(insert(RecordArtifact), links)

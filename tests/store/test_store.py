@@ -151,7 +151,9 @@ def test_tick_lock_is_exclusive_and_waits(home):
 
 
 def test_migration_0002_keeps_and_indexes_existing_records(empty_url, tmp_path):
-    """A store made by 0001 with a v1 record: 0002 indexes it, and readers upgrade it."""
+    """A store made by 0001 with a v1 record: 0002 indexes it, brings its governance columns
+    and its campaign's defaults to v2 (a dateless embargo becomes group access; a licence
+    text that is not SPDX becomes LicenseRef-), and readers upgrade it."""
     import sqlalchemy as sa
 
     from matdx.store.access import Requester
@@ -164,7 +166,8 @@ def test_migration_0002_keeps_and_indexes_existing_records(empty_url, tmp_path):
     engine = create_store_engine(empty_url)
     upgrade(engine, "0001")
     old = document(crystal("NaCl"), band_gap=5.0, owner="ada", properties={"B0_GPa": 25.0})
-    old["schema_version"], old["governance"]["license"] = 1, ""
+    old["schema_version"] = 1
+    old["governance"].update(license="Our own licence", access="embargoed")
     tables = sa.MetaData()
     tables.reflect(engine)
     with engine.begin() as connection:  # what 0001-era matdx wrote, row by row
@@ -181,8 +184,8 @@ def test_migration_0002_keeps_and_indexes_existing_records(empty_url, tmp_path):
                 tags=[],
                 owner="ada",
                 project="",
-                access="private",
-                license="",
+                access="embargoed",
+                license="Our own licence",
                 force=False,
             )
         )
@@ -238,8 +241,8 @@ def test_migration_0002_keeps_and_indexes_existing_records(empty_url, tmp_path):
                 nsites=2,
                 owner="ada",
                 project="",
-                access="private",
-                license="",
+                access="embargoed",
+                license="Our own licence",
                 created_at=stamp,
                 document=old,
             )
@@ -256,7 +259,14 @@ def test_migration_0002_keeps_and_indexes_existing_records(empty_url, tmp_path):
         page = search_records(
             session, RecordQuery.parse(elements=["Na"]), Requester("ada"), documents=True
         )
-        assert session.scalar(sa.text("SELECT license FROM records")) is None
+        columns = session.execute(sa.text("SELECT access, license FROM records")).one()
+        assert tuple(columns) == ("group", "LicenseRef-Our-own-licence")
+        campaign = session.execute(sa.text("SELECT access, license FROM campaigns")).one()
+        assert tuple(campaign) == ("group", "LicenseRef-Our-own-licence")
+        # Nobody but the owner and the project sees the formerly dateless embargo.
+        assert search_records(session, RecordQuery.parse(), Requester("bob")).items == []
     [upgraded] = page.items
-    assert upgraded["schema_version"] == 2 and upgraded["governance"]["license"] is None
+    governance = upgraded["governance"]
+    assert upgraded["schema_version"] == 2
+    assert (governance["access"], governance["license"]) == tuple(columns)
     store.dispose()

@@ -11,12 +11,16 @@ Create Date: 2026-12-01 10:00:00
 """
 
 import math
+import re
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
+
+from matdx.store.licenses import LicenseError, normalize_license
 
 revision: str = "0002"
 down_revision: str | None = "0001"
@@ -42,10 +46,72 @@ def _scalars(document: dict[str, Any]) -> Iterator[tuple[str, float]]:
             yield name[:100], float(value)
 
 
+def _v2_license(text: str | None) -> str | None:
+    """A v1 licence text as v2 stores it: an SPDX expression, ``LicenseRef-<text>`` for
+    anything else, None for none (the rule of matdx.store.records at schema v2)."""
+    if not text:
+        return None
+    try:
+        return normalize_license(text)
+    except LicenseError:
+        return "LicenseRef-" + (re.sub(r"[^A-Za-z0-9.\-]+", "-", text).strip("-") or "unknown")
+
+
+def _v2_governance(document: dict[str, Any]) -> dict[str, Any]:
+    """The governance columns of a v1 record, as its v2 document has them: an embargo
+    without a date becomes ``group`` access; a date without an embargo is dropped."""
+    governance = document.get("governance") or {}
+    access = governance.get("access") or "private"
+    until = governance.get("embargo_until")
+    if access == "embargoed" and not until:
+        access = "group"
+    embargo_until = None
+    if access == "embargoed":
+        embargo_until = datetime.fromisoformat(str(until).replace("Z", "+00:00"))
+        if embargo_until.tzinfo is None:
+            embargo_until = embargo_until.replace(tzinfo=UTC)
+    return {
+        "access": access,
+        "license": _v2_license(governance.get("license")),
+        "embargo_until": embargo_until,
+    }
+
+
+def _backfill_campaigns() -> None:
+    """Campaign defaults that v2 records accept: no dateless embargo, SPDX licences."""
+    bind = op.get_bind()
+    campaigns = sa.table(
+        "campaigns", sa.column("id", sa.String), sa.column("license", sa.String)
+    )
+    op.execute(sa.text("UPDATE campaigns SET access = 'group' WHERE access = 'embargoed'"))
+    for campaign_id, text in bind.execute(
+        sa.select(campaigns.c.id, campaigns.c.license).where(campaigns.c.license != "")
+    ).all():
+        bind.execute(
+            campaigns.update()
+            .where(campaigns.c.id == campaign_id)
+            .values(license=_v2_license(text) or "")
+        )
+
+
 def _backfill() -> None:
     bind = op.get_bind()
     records = sa.table(
-        "records", sa.column("record_id", sa.String), sa.column("document", JSON_DOCUMENT)
+        "records",
+        sa.column("record_id", sa.String),
+        sa.column("document", JSON_DOCUMENT),
+        sa.column("access", sa.String),
+        sa.column("license", sa.String),
+        sa.column("embargo_until", sa.DateTime(timezone=True)),
+    )
+    governance_update = (
+        records.update()
+        .where(records.c.record_id == sa.bindparam("key"))
+        .values(
+            access=sa.bindparam("access"),
+            license=sa.bindparam("license"),
+            embargo_until=sa.bindparam("embargo_until"),
+        )
     )
     elements = sa.table("record_elements", sa.column("element"), sa.column("record_id"))
     tags = sa.table("record_tags", sa.column("tag"), sa.column("record_id"))
@@ -62,8 +128,9 @@ def _backfill() -> None:
         ).all()
         if not rows:
             return
-        element_rows, tag_rows, property_rows = [], [], []
+        element_rows, tag_rows, property_rows, governance_rows = [], [], [], []
         for record_id, document in rows:
+            governance_rows.append({"key": record_id, **_v2_governance(document)})
             system = document.get("system") or {}
             element_rows += [
                 {"element": e, "record_id": record_id}
@@ -84,6 +151,7 @@ def _backfill() -> None:
         ):
             if values:
                 bind.execute(table.insert(), values)
+        bind.execute(governance_update, governance_rows)
         last = rows[-1][0]
 
 
@@ -207,6 +275,7 @@ def upgrade() -> None:
         batch_op.create_index("ix_audit_log_record", ["record_id"], unique=False)
 
     _backfill()
+    _backfill_campaigns()
 
 
 def downgrade() -> None:
