@@ -18,7 +18,8 @@ from sqlalchemy import select
 
 from matdx.codes.trajectory import MEDIA_TYPE
 from matdx.recipes.analysis import KERNELS, analyze
-from matdx.store.models import Job, JobState, Record
+from matdx.store.access import Purpose, Requester, allowed
+from matdx.store.models import Campaign, Job, JobState, Record
 from matdx.store.store import Store
 from matdx.workflows import Flow, OutputReference
 from matdx.workflows.outputs import job_outputs
@@ -68,17 +69,34 @@ def _trajectory_jobs(store: Store, campaign_id: str) -> list[tuple[str, str, Any
 
 def plan_analysis(store: Store, campaign_id: str, campaign_name: str, kernels: Sequence[str],
                   executor: dict[str, Any], *, equilibration_fraction: float = 0.2,
-                  r_max: float = 6.0, bins: int = 150) -> AnalysisPlan:
+                  r_max: float = 6.0, bins: int = 150,
+                  requester: Requester | None = None) -> AnalysisPlan:
     """One analysis job per trajectory of a campaign that has not been analysed yet.
+
+    The analysis campaign takes the source campaign's owner and governance.
 
     Raises
     ------
     ValueError
         For an unknown kernel name.
+    LookupError
+        If ``requester`` (default: from the environment) may not read the trajectories.
     """
     unknown = sorted(set(kernels) - set(KERNELS))
     if unknown:
         raise ValueError(f"--kernel: unknown {unknown}; accepted: {', '.join(KERNELS)}")
+    who = requester or Requester.from_environment()
+    with store.transaction() as session:
+        if not allowed(session, who, Purpose.ARTIFACTS, [campaign_id], table=Campaign):
+            raise LookupError(f"the trajectories of {campaign_name} are not visible to {who.name}")
+        source = session.get(Campaign, campaign_id)
+        # Derived records belong to whoever owns the trajectories and share their governance
+        # (an analysis of export-controlled runs is export-controlled too).
+        governance = {
+            "owner": source.owner, "project": source.project, "access": source.access,
+            "license": source.license or None, "embargo_until": source.embargo_until,
+            "export_control": source.export_control, "tags": list(source.tags or []),
+        }
     jobs, done = [], 0
     trajectories = _trajectory_jobs(store, campaign_id)
     with store.transaction() as session:
@@ -103,5 +121,6 @@ def plan_analysis(store: Store, campaign_id: str, campaign_name: str, kernels: S
             spec={"analysis_of": campaign_id, "kernels": list(kernels),
                   "equilibration_fraction": equilibration_fraction, "r_max": r_max,
                   "bins": bins},
+            **governance,
         )
     return AnalysisPlan(graph, len(trajectories), done)

@@ -141,10 +141,13 @@ class Client:
                 for cid, name in campaigns
             ]
 
-    def results(self, campaign: str) -> list[dict[str, Any]]:
+    def results(
+        self, campaign: str, *, requester: Requester | None = None
+    ) -> list[dict[str, Any]]:
         """Final outputs of each workflow of a campaign (see ``store.queries.leaf_results``)."""
         campaign_id = self.resolve_campaign(campaign)
         with self.store.transaction() as session:
+            self._check_visible(session, "campaign", campaign_id, requester)
             return leaf_results(session, campaign_id)
 
     def cancel(self, identifiers: list[str]) -> int:
@@ -192,10 +195,28 @@ class Client:
                     raise LookupError(f"{identifier!r} is a record; give a job or a campaign")
         return job_ids
 
-    def show(self, identifier: str) -> dict[str, Any]:
+    @staticmethod
+    def _check_visible(
+        session: Any, kind: str, found: str, requester: Requester | None
+    ) -> None:
+        """Raise LookupError unless the requester may read this record, or this campaign or
+        job (judged by its campaign's governance, see ``store.access``)."""
+        from matdx.store.access import Purpose, allowed
+
+        who = requester or Requester.from_environment()
+        if kind == "record":
+            visible = allowed(session, who, Purpose.READ, [found])
+        else:
+            campaign_id = found if kind == "campaign" else session.get(Job, found).campaign_id
+            visible = allowed(session, who, Purpose.READ, [campaign_id], table=Campaign)
+        if not visible:
+            raise LookupError(f"{kind} {found} is not visible to {who.name}")
+
+    def show(self, identifier: str, *, requester: Requester | None = None) -> dict[str, Any]:
         """A job (with its attempts), a record, or a campaign, as plain data."""
         kind, found = self.resolve(identifier)
         with self.store.transaction() as session:
+            self._check_visible(session, kind, found, requester)
             if kind == "record":
                 return {"kind": "record", **session.get(Record, found).document}
             if kind == "campaign":
@@ -385,11 +406,14 @@ class Client:
             raise LookupError(f"record {record_id} has no artifact named {name!r}")
         return self.store.artifacts.materialize(sha256, destination)
 
-    def history(self, identifier: str) -> list[dict[str, Any]]:
+    def history(
+        self, identifier: str, *, requester: Requester | None = None
+    ) -> list[dict[str, Any]]:
         """The governance changes of a record or campaign, oldest first."""
         kind, found = self.resolve(identifier)
         column = AuditEntry.record_id if kind == "record" else AuditEntry.campaign_id
         with self.store.transaction() as session:
+            self._check_visible(session, kind, found, requester)
             entries = session.scalars(
                 select(AuditEntry).where(column == found).order_by(AuditEntry.id)
             ).all()

@@ -18,9 +18,11 @@ or the public API (:attr:`Purpose.EXPORT`, :attr:`Purpose.EXPORT_ARTIFACTS`).
 
 Identity: a :class:`Requester` is a user name and the groups (projects) the user belongs to.
 The CLI and the Python API take them from ``$MATDX_USER`` (default: the login name) and
-``$MATDX_GROUPS`` (comma-separated); the web API takes them from its authentication. With
-SQLite the filter is a courtesy (whoever can read the file can read everything); with a shared
-PostgreSQL store, users reach records only through matdx.
+``$MATDX_GROUPS`` (comma-separated); the web API takes them from its authentication. On the
+command line and in the Python API the identity (and ``--admin``) is declared, not proven:
+there the filter keeps users from seeing, exporting or citing what is not theirs by mistake,
+while whoever can read the SQLite file, or holds the PostgreSQL store's credentials, can read
+every row. Only behind an authenticated service (the web API) is the filter a security boundary.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, and_, false, or_, select, true
 from sqlalchemy.orm import Session
 
-from matdx.store.models import Record, utcnow
+from matdx.store.models import Campaign, Record, utcnow
 
 __all__ = ["Purpose", "Requester", "access_filter", "allowed"]
 
@@ -87,7 +89,11 @@ class Requester:
 
 
 def access_filter(
-    requester: Requester, purpose: Purpose = Purpose.READ, *, now: datetime | None = None
+    requester: Requester,
+    purpose: Purpose = Purpose.READ,
+    *,
+    now: datetime | None = None,
+    table: type[Record] | type[Campaign] = Record,
 ) -> ColumnElement[bool]:
     """The condition on :class:`~matdx.store.models.Record` rows that ``requester`` may use
     for ``purpose`` (see the module docstring for the rules).
@@ -100,27 +106,30 @@ def access_filter(
         What for.
     now
         The time embargoes are compared with (UTC); defaults to the current time.
+    table
+        :class:`~matdx.store.models.Campaign` to judge campaigns (their jobs, outputs and
+        run directories) by their governance defaults, with the same rules.
 
     Examples
     --------
     >>> select(Record).where(access_filter(Requester("ada", {"alloys"})))  # doctest: +SKIP
     """
     now = now or utcnow()
-    not_controlled = Record.export_control.is_(False)
+    not_controlled = table.export_control.is_(False)
     insiders = []
     if requester.user:
-        insiders.append(Record.owner == requester.user)
+        insiders.append(table.owner == requester.user)
     if requester.groups:
         insiders.append(
-            and_(Record.access != "private", Record.project.in_(sorted(requester.groups)))
+            and_(table.access != "private", table.project.in_(sorted(requester.groups)))
         )
     insider: ColumnElement[bool] = true() if requester.admin else or_(false(), *insiders)
     if purpose in (Purpose.READ, Purpose.EXPORT):
-        outsider = Record.access.in_(["public", "embargoed"])
+        outsider = table.access.in_(["public", "embargoed"])
     else:
         outsider = or_(
-            Record.access == "public",
-            and_(Record.access == "embargoed", Record.embargo_until <= now),
+            table.access == "public",
+            and_(table.access == "embargoed", table.embargo_until <= now),
         )
     visible = or_(insider, and_(not_controlled, outsider))
     if purpose in (Purpose.EXPORT, Purpose.EXPORT_ARTIFACTS):
@@ -132,19 +141,17 @@ def allowed(
     session: Session,
     requester: Requester,
     purpose: Purpose,
-    record_ids: Iterable[str],
+    ids: Iterable[str],
     *,
     now: datetime | None = None,
+    table: type[Record] | type[Campaign] = Record,
 ) -> set[str]:
-    """Which of ``record_ids`` ``requester`` may use for ``purpose`` (through
-    :func:`access_filter`, so a single record is judged exactly as a query would)."""
-    ids = sorted(set(record_ids))
-    if not ids:
+    """Which of the records ``ids`` (or campaigns, with ``table=Campaign``) ``requester`` may
+    use for ``purpose``, through :func:`access_filter`, so that one row is judged exactly as a
+    query would judge it."""
+    wanted = sorted(set(ids))
+    if not wanted:
         return set()
-    return set(
-        session.scalars(
-            select(Record.record_id).where(
-                Record.record_id.in_(ids), access_filter(requester, purpose, now=now)
-            )
-        )
-    )
+    key = Record.record_id if table is Record else Campaign.id
+    condition = access_filter(requester, purpose, now=now, table=table)
+    return set(session.scalars(select(key).where(key.in_(wanted), condition)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from matdx.store.access import Purpose, Requester, allowed
 from matdx.store.models import Campaign, Job, Workflow
 from matdx.store.store import Store
 from matdx.workflows.flow import Flow
@@ -45,7 +47,7 @@ class CampaignGraph:
     executor: Mapping[str, Any]
     spec: Mapping[str, Any]
     tags: Sequence[str] = ()
-    owner: str = ""
+    owner: str = ""  # empty: the submitting user ($MATDX_USER, else the login name)
     project: str = ""
     access: str = "private"
     license: str | None = None
@@ -64,14 +66,24 @@ def _check(graph: CampaignGraph, session: Session) -> None:
             ids.add(one.id)
     outside = {ref for _, flow in graph.workflows for one in flow.jobs
                for ref in iter_reference_ids(one.inputs)} - ids
-    known = set(session.scalars(select(Job.id).where(Job.id.in_(outside)))) if outside else set()
+    known: set[str] = set()
+    if outside:
+        # Outputs of another campaign are read only if its governance lets the submitter see
+        # them (store.access), so a private or export-controlled result is never copied in.
+        requester = Requester.from_environment(graph.owner)
+        found = dict(
+            session.execute(select(Job.id, Job.campaign_id).where(Job.id.in_(outside))).all()
+        )
+        visible = allowed(session, requester, Purpose.READ, found.values(), table=Campaign)
+        known = {job_id for job_id, campaign_id in found.items() if campaign_id in visible}
     for _, flow in graph.workflows:
         for one in flow.jobs:
             unknown = set(iter_reference_ids(one.inputs)) - ids - known
             if unknown:
                 raise SubmitError(
                     f"job {one.name} ({one.id}) references jobs that are neither in the "
-                    f"campaign nor in the store: {sorted(unknown)}"
+                    f"campaign nor visible to {graph.owner or 'you'} in the store: "
+                    f"{sorted(unknown)}"
                 )
 
 
@@ -89,6 +101,8 @@ def submit(store: Store, graph: CampaignGraph, *, force: bool = False) -> str:
         If the graph references jobs that do not exist or repeats a job; the store is
         unchanged.
     """
+    if not graph.owner:  # like a campaign file: $MATDX_USER, else the login name
+        graph = dataclasses.replace(graph, owner=Requester.from_environment().name)
     campaign_id = str(uuid.uuid4())
     with store.transaction() as session:
         _check(graph, session)

@@ -48,7 +48,9 @@ def _client(home: Path | None, workers: int | None = None) -> Any:
 def init(home: Home = None) -> None:
     """Create (or migrate) the store in the home directory."""
     client = _client(home)
-    console.print(f"store ready: {client.store.url}  (artifacts in {client.store.artifacts.root})")
+    console.print(
+        f"store ready: {client.store.display_url}  (artifacts in {client.store.artifacts.root})"
+    )
 
 
 @app.command()

@@ -19,9 +19,10 @@ sweep: {temperature_K: [300, 600, 900]}
 """
 
 
-def test_analyze_writes_linked_records_once(home, tmp_path):
+def test_analyze_writes_linked_records_once(home, tmp_path, monkeypatch):
+    monkeypatch.setenv("MATDX_USER", "ada")
     campaign = tmp_path / "md.yaml"
-    campaign.write_text(MD)
+    campaign.write_text(MD.replace("recipe: md", "recipe: md\nexport_control: true"))
     assert matdx_cli("submit", str(campaign)).returncode == 0
     assert matdx_cli("run", "three-md").returncode == 0
 
@@ -42,15 +43,21 @@ def test_analyze_writes_linked_records_once(home, tmp_path):
         md_records = set(session.scalars(
             select(Record.record_id).join(Job, Job.id == Record.job_id)
             .where(Job.name == "md")))
+        governance = {(d["governance"]["owner"], d["governance"]["export_control"])
+                      for _, d in analyses}
         derived = [(record_id, doc) for record_id, doc in analyses
                    if "vacf" in doc["method"]["parameters"]["kernels"]]
         edges = {e.child_id: e.parent_id for e in session.scalars(
             select(ProvenanceEdge).where(ProvenanceEdge.child_id.in_(
                 [r for r, _ in derived])))}
     assert len(derived) == 3
+    assert governance == {("ada", True)}  # the trajectories' owner and export control carry over
     assert set(edges.values()) == md_records  # each analysis is linked to its trajectory
     second = matdx_cli("analyze", "three-md", "--kernel", "rdf,msd,vacf", timeout=600)
     assert second.returncode == 0
     assert "3 already analysed" in second.stdout and "nothing new to compute" in second.stdout
     bad = matdx_cli("analyze", "three-md", "--kernel", "rdf,voronoi")
     assert bad.returncode == 2 and "voronoi" in bad.stderr
+    monkeypatch.setenv("MATDX_USER", "bob")  # ada's campaign is private
+    hidden = matdx_cli("analyze", "three-md", "--kernel", "rdf")
+    assert hidden.returncode != 0 and "not visible to bob" in hidden.stderr + hidden.stdout

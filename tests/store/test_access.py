@@ -220,3 +220,20 @@ def test_embargoed_artifacts_cannot_be_fetched_until_the_date(client, records, t
     fetched = client.fetch_artifact(embargoed, "out.txt", tmp_path / "y", requester=CARL)
     assert fetched.read_bytes() == b"output of embargoed"
     assert client.show(embargoed)["governance"]["access"] == "embargoed"  # metadata visible
+
+
+def test_show_results_and_history_follow_the_access_rules(client, records, tmp_path, monkeypatch):
+    with pytest.raises(LookupError, match="not visible to bob"):
+        client.show(records["private"], requester=BOB)
+    with pytest.raises(LookupError, match="not visible to bob"):
+        client.history(records["private"], requester=BOB)
+    assert client.show(records["public"], requester=BOB)["record_id"] == records["public"]
+
+    monkeypatch.setenv("MATDX_USER", "ada")  # ada's private campaign: its jobs and outputs
+    campaign = tmp_path / "c.yaml"
+    campaign.write_text("name: adas\nrecipe: static\nstructures: [{bulk: [Cu]}]\n")
+    client.submit(campaign)
+    assert client.show("adas", requester=ADA)["name"] == "adas"
+    for look in (client.show, client.results):
+        with pytest.raises(LookupError, match=r"campaign .* not visible to bob"):
+            look("adas", requester=BOB)
