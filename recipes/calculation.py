@@ -21,9 +21,10 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from matdx.recipes.codes import code_info
+from matdx.recipes.codes import code_info, espresso_pseudopotentials
 from matdx.recipes.protocols import load_protocol, merge_parameters
 from matdx.workflows.files import ArtifactFile
+from matdx.workflows.run import job_resources
 from matdx.workflows.serialization import encode
 
 __all__ = ["CorrectableFailure", "fixed_kpoints", "output_of", "program_parameters",
@@ -54,17 +55,13 @@ def _espresso_cutoffs(atoms: Atoms, parameters: dict[str, Any], protocol: Mappin
                       pseudo_dir: str | None) -> dict[str, Any]:
     """ecutwfc/ecutrho (Ry) from the protocol's factor and the pseudopotentials' suggestions,
     unless the user set them."""
-    from matdx.codes.espresso import DEFAULT_PSEUDO_DIR, select_pseudopotentials
-
     system = dict(parameters.get("system") or {})
     if system.get("ecutwfc") is not None:
         return parameters
     cutoff = protocol.get("cutoff") or {}
     factor, fallback = float(cutoff.get("factor", 1.0)), float(cutoff.get("fallback_ry", 30.0))
-    pseudos = select_pseudopotentials(
-        list(dict.fromkeys(atoms.get_chemical_symbols())), Path(pseudo_dir or DEFAULT_PSEUDO_DIR),
-        functional=str(parameters.get("functional", "PBE")),
-        explicit=parameters.get("pseudopotentials"),
+    pseudos = espresso_pseudopotentials(
+        list(dict.fromkeys(atoms.get_chemical_symbols())), parameters, pseudo_dir
     )
     wfc = [p.wfc_cutoff for p in pseudos.values()]
     rho = [p.rho_cutoff for p in pseudos.values() if p.rho_cutoff]
@@ -100,18 +97,40 @@ def program_parameters(code: str, protocol: str, user: Mapping[str, Any] | None,
 
 def fixed_kpoints(code: str, protocol: str, parameters: Mapping[str, Any] | None,
                   reference: Atoms) -> dict[str, Any]:
-    """``parameters`` with the k-point grid fixed to the one the protocol's density gives for
-    ``reference``, so that strained or scaled copies of it (EOS points, elastic strains) are
-    all computed on the same grid and their energies stay comparable."""
+    """``parameters`` with the k-point grid fixed to the one their (or the protocol's) density
+    gives for ``reference``, so that strained or scaled copies of it (EOS points, elastic
+    strains, phonon supercells of one cell) are all computed on the same grid and their
+    energies stay comparable. A ``density`` (points per Å⁻¹) works for every code with
+    k-points; VASP's ``reciprocal_density`` (points per Å⁻³ of reciprocal volume) is turned
+    into the grid pymatgen's input sets would choose for ``reference``. An explicit ``grid``
+    is kept."""
     parameters = dict(parameters or {})
-    if code != "espresso" or "kpoints" in parameters:
+    settings = load_protocol(code, protocol)
+    kpoints = dict(
+        parameters.get("kpoints")
+        or settings.get("kpoints")
+        or (settings.get("parameters") or {}).get("kpoints")
+        or {}
+    )
+    if "grid" in kpoints or "line_density" in kpoints:
         return parameters
-    from matdx.codes.kpoints import kpoint_grid
+    if "density" in kpoints:
+        from matdx.codes.kpoints import kpoint_grid
 
-    density = (load_protocol(code, protocol).get("kpoints") or {}).get("density")
-    if density is not None:
-        grid = kpoint_grid(reference.cell, float(density), reference.pbc)
-        parameters["kpoints"] = {"grid": [int(n) for n in grid], "shift": [0, 0, 0]}
+        grid = kpoint_grid(reference.cell, float(kpoints.pop("density")), reference.pbc)
+    elif code == "vasp" and "reciprocal_density" in kpoints:
+        from pymatgen.io.ase import AseAtomsAdaptor
+        from pymatgen.io.vasp.inputs import Kpoints
+
+        structure = AseAtomsAdaptor.get_structure(reference)
+        density = int(kpoints.pop("reciprocal_density"))
+        grid = Kpoints.automatic_density_by_vol(structure, density).kpts[0]
+    else:
+        return parameters
+    kpoints["grid"] = [int(n) for n in grid]
+    if code == "espresso":
+        kpoints.setdefault("shift", [0, 0, 0])
+    parameters["kpoints"] = kpoints
     return parameters
 
 
@@ -198,9 +217,12 @@ def _correction(failure: Any, template: Any, parameters: Mapping[str, Any],
 def run_program(atoms: Atoms, code: str, calculation: str,
                 parameters: Mapping[str, Any] | None = None, *, protocol: str = "moderate",
                 applied: Mapping[str, int] | None = None, directory: str | Path = "calc",
-                ranks: int = 1, timeout_s: float | None = None) -> dict[str, Any]:
+                ranks: int | None = None, timeout_s: float | None = None) -> dict[str, Any]:
     """Run one calculation with a program code in ``directory`` (relative to the job's run
     directory) and return the job output.
+
+    ``ranks`` MPI ranks (default: the job's ``cores`` resource, see
+    :func:`matdx.workflows.run.job_resources`); ``timeout_s`` wall-clock limit of the program, s.
 
     Raises
     ------
@@ -213,6 +235,8 @@ def run_program(atoms: Atoms, code: str, calculation: str,
     from matdx.codes.errors import CalculationFailed
 
     info = code_info(code)
+    if ranks is None:  # the job's cores, which an out-of-memory correction may have halved
+        ranks = max(1, int(job_resources().get("cores", 1)))
     full, warnings, pseudo_dir = program_parameters(code, protocol, parameters, atoms)
     template = info.template()
     profile = template.profile(pseudo_dir=pseudo_dir) if pseudo_dir else template.profile()

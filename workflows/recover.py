@@ -35,20 +35,28 @@ class RecoverReport:
     failed: int = 0
 
 
-# A correction's resources_update multiplies these job resources (e.g. fewer MPI ranks
-# after running out of memory, a longer walltime after a timeout).
-RESOURCE_FACTORS = {"ranks_factor": "ranks", "memory_factor": "memory_mb",
-                    "walltime_factor": "walltime_s"}
+# A correction's resources_update multiplies these job resources: ``cores`` (the MPI ranks a
+# program job runs on; fewer after running out of memory), ``memory_mb``, and the expected
+# run time ``estimate_s`` with any ``walltime_s`` (longer after a timeout).
+RESOURCE_FACTORS = {
+    "ranks_factor": ("cores",),
+    "memory_factor": ("memory_mb",),
+    "walltime_factor": ("estimate_s", "walltime_s"),
+}
+WHOLE = {"cores"}
 
 
-def scaled_resources(resources: Mapping[str, Any], update: Mapping[str, float]
-                     ) -> dict[str, Any]:
-    """Job resources with a correction's factors applied (ranks stay a whole number ≥ 1)."""
+def scaled_resources(resources: Mapping[str, Any], update: Mapping[str, float]) -> dict[str, Any]:
+    """Job resources with a correction's factors applied; ``cores`` stays a whole number ≥ 1
+    (and counts as 1 when unset)."""
     scaled = dict(resources)
-    for factor, key in RESOURCE_FACTORS.items():
-        if factor in update and key in scaled:
-            value = scaled[key] * float(update[factor])
-            scaled[key] = max(1, round(value)) if key == "ranks" else value
+    if "ranks_factor" in update:
+        scaled.setdefault("cores", 1)
+    for factor, keys in RESOURCE_FACTORS.items():
+        for key in keys:
+            if factor in update and key in scaled:
+                value = float(scaled[key]) * float(update[factor])
+                scaled[key] = max(1, round(value)) if key in WHOLE else value
     return scaled
 
 
@@ -82,6 +90,7 @@ def recover(store: Store) -> RecoverReport:
                     "attempt": job.attempt,
                     "description": correction.get("description", ""),
                     "inputs_update": correction.get("inputs_update", {}),
+                    "resources_update": correction.get("resources_update") or {},
                 }
                 report.corrected += move(
                     session,

@@ -22,6 +22,7 @@ import socket
 import sys
 import time
 import traceback
+from contextvars import ContextVar
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,16 @@ from matdx.workflows.rundir import (
 )
 from matdx.workflows.serialization import encode
 
-__all__ = ["TaskStatus", "library_versions", "main", "run_task"]
+__all__ = ["TaskStatus", "job_resources", "library_versions", "main", "run_task"]
+
+_RESOURCES: ContextVar[dict[str, Any] | None] = ContextVar("matdx_job_resources", default=None)
+
+
+def job_resources() -> dict[str, Any]:
+    """The resources of the job running in this process (``{}`` outside a job), e.g.
+    ``{"cores": 4, "estimate_s": 600}``: a program job runs on ``cores`` MPI ranks. Error
+    corrections change them between attempts (see ``matdx.workflows.recover``)."""
+    return dict(_RESOURCES.get() or {})
 
 
 class TaskStatus:
@@ -125,6 +135,7 @@ def run_task(run_dir: str | Path) -> str:
     }
     cwd = os.getcwd()
     os.chdir(run_dir)
+    token = _RESOURCES.set(dict(spec.get("resources") or {}))
     try:
         function = load_function(spec["function"])
         args, kwargs = decode_inputs(spec["inputs"])
@@ -141,6 +152,7 @@ def run_task(run_dir: str | Path) -> str:
         result["response"] = None
         result["error"] = _describe(error)
     finally:
+        _RESOURCES.reset(token)
         os.chdir(cwd)
     result["finished_at"] = time.time()
     write_json_atomic(result_file, result)

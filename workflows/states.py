@@ -26,7 +26,7 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     # released; packed into a batch with its parents; reused a result; inputs unresolvable;
     # cancelled
     W: frozenset({R, RUN, C, F, X}),
-    R: frozenset({RUN, C, X}),  # launched; reused; cancelled
+    R: frozenset({RUN, C, F, X}),  # launched; reused; no batch could ever run it; cancelled
     # harvested; failed; lost (requeued); lost too often; cancelled
     RUN: frozenset({C, E, R, W, F, X}),
     E: frozenset({R, F, X}),  # retried or corrected; out of retries; cancelled

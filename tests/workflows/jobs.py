@@ -88,3 +88,37 @@ def stop_below(value):
 @job
 def pid():
     return os.getpid()
+
+
+class NeedsMoreRoom(RuntimeError):
+    """A failure whose error handler asks for half the ranks and twice the run time."""
+
+    kind = "science"
+
+    def __init__(self) -> None:
+        super().__init__("out of memory")
+        self.correction = {
+            "handler": "memory",
+            "description": "halve the ranks, double the time",
+            "max_corrections": 2,
+            "inputs_update": {},
+            "resources_update": {"ranks_factor": 0.5, "walltime_factor": 2.0},
+        }
+
+
+@job(resources={"cores": 2, "estimate_s": 10.0})
+def resources_after_memory_error(marker):
+    """Fails once with a resource correction, then returns the resources it ran with."""
+    from pathlib import Path
+
+    from matdx.workflows.run import job_resources
+
+    if not Path(marker).exists():
+        Path(marker).write_text("failed once")
+        raise NeedsMoreRoom()
+    return job_resources()
+
+
+@job(resources={"cores": 64})
+def wide():
+    return 64

@@ -250,3 +250,23 @@ def test_job_runs_from_its_run_directory_without_a_store(client, tmp_path):
     result = json.loads((copy / "result.json").read_text())
     assert result["status"] == "completed" and result["output"] == 13
     assert result["input_hash"] == spec["input_hash"]
+
+
+def test_a_resource_correction_changes_the_next_attempts_resources(client, tmp_path):
+    needy = jobs.resources_after_memory_error(str(tmp_path / "marker"))
+    cid = client.submit(campaign(Flow([needy])))
+    client.run(cid, poll_s=0.1, timeout_s=60)
+    assert outputs(client, cid)[needy.id] == {"cores": 1, "estimate_s": 20.0}
+    shown = client.show(needy.id)
+    assert shown["failures"] == 0  # a correction does not spend a retry
+    [correction] = shown["corrections"]
+    assert correction["resources_update"] == {"ranks_factor": 0.5, "walltime_factor": 2.0}
+
+
+def test_a_job_wider_than_any_batch_fails_with_the_reason(client):
+    too_wide, fine = jobs.wide(), jobs.add(1, 2)
+    cid = client.submit(campaign(Flow([too_wide]), Flow([fine])))
+    [status] = client.run(cid, poll_s=0.1, timeout_s=60)
+    assert states(client, cid) == {too_wide.id: JobState.FAILED, fine.id: JobState.COMPLETED}
+    [failure] = status.failures
+    assert "needs 64 cores" in failure.reason
