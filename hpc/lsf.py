@@ -182,6 +182,11 @@ class LSFScheduler(Scheduler):
             raise self._submit_error(stdout, "")
         return match.group(1)
 
+    _find_none_re = re.compile(r"No unfinished job found")
+
+    def find_argv(self, name: str) -> list[str]:
+        return ["bjobs", "-noheader", "-o", "jobid", "-J", name]
+
     def bjobs_argv(self, job_ids: list[str]) -> list[str]:
         """The one ``bjobs`` command that reports all ``job_ids``, finished ones included."""
         return ["bjobs", "-a", "-json", "-o", _BJOBS_FIELDS, *job_ids]

@@ -254,6 +254,9 @@ class _PBSBase(Scheduler):
             lines.append(d("-e", r.error))
         return lines
 
+    def find_argv(self, name: str) -> list[str]:
+        return ["qselect", "-N", name]
+
     def _qstat(self, argv: list[str]) -> str:
         """Run a qstat that may name unknown ids: those only print to stderr."""
         result = self._run(argv, check=False)

@@ -459,6 +459,36 @@ class Scheduler(ABC):
             return
         raise CommandFailedError(result.argv, result.returncode, result.stdout, result.stderr)
 
+    @abstractmethod
+    def find_argv(self, name: str) -> list[str]:
+        """Command line that lists the queued or running jobs named ``name``."""
+
+    #: output fragment of the find command that only means "no such job".
+    _find_none_re: ClassVar[re.Pattern[str] | None] = None
+
+    def parse_found(self, stdout: str, name: str) -> list[str]:
+        """Job ids in the find command's output (default: one id per word)."""
+        ids = []
+        for word in stdout.split():
+            try:
+                ids.append(self.check_job_id(word))
+            except ValueError:
+                continue
+        return ids
+
+    def find_by_name(self, name: str) -> list[str]:
+        """Ids of the queued or running jobs named ``name``, with one command: how a
+        submitter finds a job whose submission it may have lost (e.g. killed before it
+        could record the id). A failed command is logged and finds nothing."""
+        argv = self.find_argv(name)
+        result = self._run(argv, check=False)
+        if result.returncode != 0:
+            gone = self._find_none_re
+            if gone is None or not gone.search(result.stdout + result.stderr):
+                log.warning("%s: %s failed: %s", self.name, argv[0], result.stderr.strip())
+            return []
+        return self.parse_found(result.stdout, name)
+
     # ------------------------------------------------------------ site checks
     @abstractmethod
     def list_partitions(self) -> list[PartitionInfo]:

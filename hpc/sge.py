@@ -253,6 +253,21 @@ class SGEScheduler(Scheduler):
             lines.append(d("-wd", r.working_directory))
         return lines
 
+    def find_argv(self, name: str) -> list[str]:
+        return ["qstat", "-xml"]  # qstat cannot select by name; parse_found does
+
+    def parse_found(self, stdout: str, name: str) -> list[str]:
+        """Job numbers of ``qstat -xml`` entries whose ``JB_name`` is ``name``."""
+        try:
+            root = ET.fromstring(stdout)
+        except ET.ParseError:
+            return []
+        return [
+            (job.findtext("JB_job_number") or "").strip()
+            for job in root.iter("job_list")
+            if (job.findtext("JB_name") or "").strip() == name
+        ]
+
     def parse_job_id(self, stdout: str) -> str:
         """``qsub -terse`` prints ``ID`` (arrays: ``ID.1-10:1``); plain qsub ``Your job ID``."""
         for line in stdout.splitlines():

@@ -200,6 +200,9 @@ class SlurmScheduler(Scheduler):
         return match.group(1)
 
     # ------------------------------------------------------------ polling
+    def find_argv(self, name: str) -> list[str]:
+        return ["squeue", "--noheader", "--format=%i", f"--name={name}"]
+
     def squeue_argv(self, job_ids: list[str]) -> list[str]:
         """The one ``squeue`` command that reports all ``job_ids``."""
         return [

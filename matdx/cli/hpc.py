@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import typer
 
 from matdx.cli.options import Campaign, Format, Home, OutputFormat
-from matdx.cli.tables import console
+from matdx.cli.tables import console, err_console
 
 hpc_app = typer.Typer(help="Batch-queue sites: check their profiles.", no_args_is_help=True)
 cron_app = typer.Typer(help="Run ticks from cron.", no_args_is_help=True)
@@ -75,10 +75,9 @@ def cron_line(home: Path, minutes: int, environment: dict[str, str]) -> str:
     log = shlex.quote(str(home / "tick.log"))
     schedule = "*" if minutes == 1 else f"*/{minutes}"
     # cron runs the line with /bin/sh: the variables are assignments on the command itself.
-    return (
-        f"{schedule} * * * * cd {shlex.quote(str(home))} && {assignments} {command} "
-        f">> {log} 2>&1"
-    )
+    # cron turns an unescaped % into a newline, so every % (URL encoding) is escaped.
+    line = f"cd {shlex.quote(str(home))} && {assignments} {command} >> {log} 2>&1"
+    return f"{schedule} * * * * " + line.replace("%", "\\%")
 
 
 @cron_app.command("show")
@@ -106,6 +105,20 @@ def cron_show(
     for name in ("MATDX_STORE", "MATDX_SITES_PATH"):
         if os.environ.get(name):
             environment[name] = os.environ[name]
+    if "MATDX_STORE" in environment:
+        from sqlalchemy.engine import URL, make_url
+
+        url = make_url(environment["MATDX_STORE"])
+        if url.password:  # never in a crontab: libpq reads it from ~/.pgpass
+            environment["MATDX_STORE"] = URL.create(
+                url.drivername, url.username, None, url.host, url.port, url.database, url.query
+            ).render_as_string(hide_password=False)
+            fields = [url.host or "localhost", str(url.port or 5432), url.database or "*",
+                      url.username or "*", "PASSWORD"]
+            err_console.print(
+                "The password is left out of the line: put it in ~/.pgpass (chmod 600) as "
+                + ":".join(fields), markup=False, highlight=False,
+            )
     directories = [str(Path(sys.executable).parent)]
     for program in SCHEDULER_PROGRAMS:
         found = shutil.which(program)
@@ -114,7 +127,7 @@ def cron_show(
     directories += [d for d in ("/usr/local/bin", "/usr/bin", "/bin") if d not in directories]
     environment["PATH"] = os.pathsep.join(directories)
     console.print(cron_line(home or default_home(), minutes, environment), highlight=False,
-                  soft_wrap=True)
+                  soft_wrap=True, markup=False)
 
 
 def _seconds(value: float | None) -> str:

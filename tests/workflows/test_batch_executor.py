@@ -75,7 +75,13 @@ def test_executor_sections_are_normalised_and_keyed(tmp_path):
     site_file.write_text(load_site(SITE).model_dump_json())
     by_path = validate_executor({"type": "slurm", "site": str(site_file)})
     assert by_path.site == str(site_file.absolute())
-    assert executor_key(by_path.model_dump()) == "slurm:my-site"
+    assert executor_key(by_path.model_dump()).startswith("slurm:my-site@")
+    other = tmp_path / "elsewhere" / "my-site.yaml"  # same name, another site file
+    other.parent.mkdir()
+    other.write_text(site_file.read_text())
+    assert executor_key({"type": "slurm", "site": str(other)}) != executor_key(
+        by_path.model_dump()
+    )
     assert executor_key({"type": "local", "workers": 3}) == "local"
     dask = executor_key({"type": "dask", "scheduler": "tcp://127.0.0.1:8786"})
     assert dask.startswith("dask:") and len(dask) <= 40

@@ -32,7 +32,6 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
-from xml.etree import ElementTree
 
 from matdx.hpc.errors import HPCError
 from matdx.hpc.farm import ABANDONED, batch_claimant, claim_batch, read_events
@@ -339,41 +338,4 @@ class BatchQueueExecutor(Executor):
 
     def find_jobs(self, batch_id: str) -> list[str]:
         """Ids of the queued or running jobs named after ``batch_id`` (one command)."""
-        name = batch_job_name(batch_id)
-        scheduler = self.scheduler.name
-        if scheduler == "slurm":
-            argv = ["squeue", "--noheader", "--format=%i", f"--name={name}"]
-        elif scheduler in ("pbspro", "torque"):
-            argv = ["qselect", "-N", name]
-        elif scheduler == "lsf":
-            argv = ["bjobs", "-noheader", "-o", "jobid", "-J", name]
-        else:
-            argv = ["qstat", "-xml"]
-        result = self.scheduler.runner(argv, timeout=self.scheduler.timeout, check=False)
-        if result.returncode != 0:
-            if scheduler == "lsf" and "No unfinished job found" in result.stdout + result.stderr:
-                return []
-            log.warning("%s: %s failed: %s", self.name, argv[0], result.stderr.strip())
-            return []
-        if scheduler == "sge":
-            return _sge_ids_named(result.stdout, name)
-        ids = []
-        for line in result.stdout.split():
-            try:
-                ids.append(self.scheduler.check_job_id(line.strip()))
-            except ValueError:
-                continue
-        return ids
-
-
-def _sge_ids_named(xml: str, name: str) -> list[str]:
-    """Job numbers of ``qstat -xml`` entries whose ``JB_name`` is ``name``."""
-    try:
-        root = ElementTree.fromstring(xml)
-    except ElementTree.ParseError:
-        return []
-    return [
-        (job.findtext("JB_job_number") or "").strip()
-        for job in root.iter("job_list")
-        if (job.findtext("JB_name") or "").strip() == name
-    ]
+        return self.scheduler.find_by_name(batch_job_name(batch_id))

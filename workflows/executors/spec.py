@@ -269,7 +269,8 @@ def executor_key(spec: Mapping[str, Any]) -> str:
     """The name of the executor serving a campaign's ``executor`` section.
 
     Campaigns with equal keys share one executor (and its batches, poll and queue cap):
-    ``local``; ``slurm:SITE`` for a batch queue (per site, whatever the resources); ``dask:``
+    ``local``; ``slurm:SITE`` for a batch queue (per site, whatever the resources; a site
+    file adds a hash of its path, ``slurm:NAME@HASH``); ``dask:``
     and a hash of the scheduler address or cluster settings.
     """
     kind = spec.get("type", "local")
@@ -277,8 +278,11 @@ def executor_key(spec: Mapping[str, Any]) -> str:
         return "local"
     if kind in BATCH_TYPES:
         site = str(spec["site"])
-        name = Path(site).stem if os.sep in site else site
-        key = f"{kind}:{name}"
+        if os.sep in site:  # a site file: its name, and its path so two files never share
+            path = str(Path(site).resolve())
+            key = f"{kind}:{Path(site).stem}@{hashlib.sha256(path.encode()).hexdigest()[:8]}"
+        else:
+            key = f"{kind}:{site}"
     else:
         identity = {k: v for k, v in spec.items() if k != "tasks_in_flight"}
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
