@@ -7,33 +7,18 @@ it is the code of the embedded demo. It is parameterised for Al, Cu, Ag, Au, Ni,
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import ase
 from ase.calculators.emt import EMT
 from ase.calculators.emt import parameters as emt_parameters
 
-__all__ = ["CALCULATIONS", "ELEMENTS", "NAME", "UnsupportedElement", "calculator", "method"]
+__all__ = ["ELEMENTS", "NAME", "calculator", "method"]
 
 NAME = "emt"
 ELEMENTS = frozenset(emt_parameters)
-CALCULATIONS = frozenset({"static", "relax", "md"})
 _ACCEPTED = {"asap_cutoff"}
-
-
-class UnsupportedElement(ValueError):
-    """The code has no parameters for an element."""
-
-
-def check_elements(symbols: Iterable[str]) -> None:
-    """Raise :class:`UnsupportedElement` naming the elements EMT cannot describe."""
-    missing = sorted(set(symbols) - ELEMENTS)
-    if missing:
-        raise UnsupportedElement(
-            f"EMT has no parameters for {', '.join(missing)}; it supports "
-            f"{', '.join(sorted(ELEMENTS))}"
-        )
 
 
 def calculator(parameters: Mapping[str, Any] | None = None) -> EMT:

@@ -47,6 +47,11 @@ def _rdf_summary(g: Any) -> dict[str, Any]:
 
 def _msd_summary(positions: np.ndarray, cells: np.ndarray, times: np.ndarray,
                  pbc: np.ndarray) -> tuple[dict[str, Any], list[str]]:
+    if len(times) < 2:
+        raise ValueError(
+            f"trajectory: {len(times)} frame(s) left after equilibration; the MSD needs at "
+            "least 2 (lower equilibration_fraction or sample more often)"
+        )
     msd = mean_squared_displacement(positions, float(times[1] - times[0]), cell=cells, pbc=pbc)
     out: dict[str, Any] = {"time_fs": msd.time, "msd_A2": msd.msd}
     if len(times) < MIN_FRAMES_FOR_D:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,21 +73,35 @@ class CodeInfo:
 
 
 def _emt_elements() -> frozenset[str]:
-    from ase.calculators.emt import parameters
+    from matdx.codes.emt import ELEMENTS
 
-    return frozenset(parameters)
+    return ELEMENTS
 
 
-def _espresso_pseudopotentials(elements: list[str], parameters: dict[str, Any]) -> None:
+def espresso_pseudopotentials(elements: list[str], parameters: Mapping[str, Any],
+                              pseudo_dir: str | None = None) -> dict[str, Any]:
+    """The pseudopotential chosen for each element from ``pseudo_dir`` (else the parameters'
+    ``pseudo_dir``, else the Debian data directory), for the parameters' ``functional`` and
+    explicit ``pseudopotentials``.
+
+    Raises
+    ------
+    matdx.codes.errors.SetupError
+        When an element has no pseudopotential there.
+    """
     from pathlib import Path
 
     from matdx.codes.espresso import DEFAULT_PSEUDO_DIR, select_pseudopotentials
 
-    select_pseudopotentials(
-        elements, Path(parameters.get("pseudo_dir") or DEFAULT_PSEUDO_DIR),
+    return select_pseudopotentials(
+        elements, Path(pseudo_dir or parameters.get("pseudo_dir") or DEFAULT_PSEUDO_DIR),
         functional=str(parameters.get("functional", "PBE")),
         explicit=parameters.get("pseudopotentials"),
     )
+
+
+def _espresso_pseudopotentials(elements: list[str], parameters: dict[str, Any]) -> None:
+    espresso_pseudopotentials(elements, parameters)
 
 
 def _template(module: str, name: str) -> Callable[[], Any]:

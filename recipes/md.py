@@ -182,12 +182,21 @@ def _md_program(
         "dump_every": sample_every,
         "seed": seed or 4928459,
     }
+    clashes = sorted(set(settings) & set(parameters or {}))
+    if clashes:
+        raise ValueError(
+            f"parameters: {', '.join(clashes)} set twice; use the md recipe's own settings "
+            "(temperature_K, timestep_fs, steps, sample_every, seed)"
+        )
     output = run_program(
         atoms, code, "md", {**settings, **(parameters or {})}, protocol=protocol, applied=applied
     )
+    if "trajectory" not in output:
+        raise RuntimeError(f"{code} md wrote no trajectory (dump_every={sample_every})")
     with TrajectoryReader(output["trajectory"].path) as reader:
         temperatures = reader.read().observables.get("temperature", np.array([]))
-    output["temperature_mean_K"] = float(np.mean(temperatures[len(temperatures) // 2 :]))
+    second_half = temperatures[len(temperatures) // 2 :]
+    output["temperature_mean_K"] = float(np.mean(second_half)) if len(second_half) else None
     output["md"] = {
         "ensemble": "NVT",
         "duration_fs": steps * timestep_fs,

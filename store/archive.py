@@ -262,7 +262,7 @@ def import_archive(session: Session, path: str | Path, *, artifacts: ArtifactSto
         [
             {
                 "sha256": sha,
-                "size": int(objects[sha]["size"]),
+                "size": artifacts.path(sha).stat().st_size,  # the bytes, not the manifest
                 "media_type": str(objects[sha]["media_type"]),
                 "created_at": utcnow(),
             }
@@ -336,6 +336,9 @@ def _stage(
         raise ArchiveError(f"archive: records reference objects it lacks: {unknown[:3]}")
     for sha256 in needed:
         if artifacts.exists(sha256):
+            # Re-written, as far as gc's grace period goes: an unreferenced object this import
+            # is about to reference must not be collected before the import commits.
+            os.utime(artifacts.path(sha256))
             report.objects_present += 1
         else:
             _copy_object(archive, sha256, artifacts)

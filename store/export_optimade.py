@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +90,7 @@ def optimade_entry(exported: ExportedRecord) -> dict[str, Any] | None:
     attributes.update(
         lattice_vectors=_lattice(system),
         structure_features=[],
-        last_modified=exported.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        last_modified=exported.created_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         immutable_id=record.record_id,
     )
     provider = {

@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from matdx.store.fieldpath import field_path
 from matdx.store.licenses import LicenseError, normalize_license
 
 __all__ = [
@@ -254,10 +255,6 @@ def upgrade_document(document: dict[str, Any]) -> dict[str, Any]:
     return upgraded
 
 
-def _where(location: tuple[Any, ...]) -> str:
-    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in location).lstrip(".")
-
-
 def validate_document(document: Any, *, upgrade: bool = False) -> CalculationRecord:
     """Validate a record document against the current schema.
 
@@ -283,6 +280,7 @@ def validate_document(document: Any, *, upgrade: bool = False) -> CalculationRec
         return CalculationRecord.model_validate(document)
     except ValidationError as err:
         problems = "; ".join(
-            f"{_where(problem['loc']) or 'record'}: {problem['msg']}" for problem in err.errors()
+            f"{field_path(problem['loc']) or 'record'}: {problem['msg']}"
+            for problem in err.errors()
         )
         raise RecordSchemaError(f"record {document.get('record_id', '?')}: {problems}") from err

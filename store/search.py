@@ -27,6 +27,7 @@ from sqlalchemy import ColumnElement, Select, and_, exists, func, select
 from sqlalchemy.orm import Session, aliased
 
 from matdx.store.access import Purpose, Requester, access_filter
+from matdx.store.fieldpath import field_path
 from matdx.store.models import Record, RecordElement, RecordProperty, RecordTag
 from matdx.store.records import upgrade_document
 
@@ -216,10 +217,7 @@ class RecordQuery(BaseModel):
         except ValidationError as err:
             problems = []
             for problem in err.errors():
-                where = "".join(
-                    f"[{p}]" if isinstance(p, int) else f".{p}" for p in problem["loc"]
-                ).lstrip(".")
-                problems.append(f"{where or 'query'}: {problem['msg']}")
+                problems.append(f"{field_path(problem['loc']) or 'query'}: {problem['msg']}")
             raise QueryError("; ".join(problems)) from err
 
 

@@ -41,6 +41,7 @@ from pydantic import (
     model_validator,
 )
 
+from matdx.store.fieldpath import field_path
 from matdx.workflows.executors.spec import (
     BatchExecutorSpec,
     DaskExecutorSpec,
@@ -134,7 +135,7 @@ class CampaignFile(BaseModel):
                                  export_control=self.export_control)
         except ValidationError as err:
             problem = err.errors()[0]
-            field = _where(problem["loc"]) or ("embargo_until" if "embargo" in problem["msg"]
+            field = field_path(problem["loc"]) or ("embargo_until" if "embargo" in problem["msg"]
                                                else "access")
             raise ValueError(f"{field}: {problem['msg'].removeprefix('Value error, ')}") from err
         self.license, self.embargo_until = checked.license, checked.embargo_until
@@ -151,14 +152,10 @@ class CampaignFile(BaseModel):
         return data
 
 
-def _where(location: tuple[Any, ...]) -> str:
-    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in location).lstrip(".")
-
-
 def _errors(err: ValidationError, prefix: str = "") -> str:
     lines = []
     for problem in err.errors():
-        where = _where(problem["loc"])
+        where = field_path(problem["loc"])
         field = f"{prefix}.{where}" if prefix and where else prefix or where or "campaign"
         lines.append(f"{field}: {problem['msg']}")
     return "\n".join(lines)
@@ -238,9 +235,9 @@ def _maker(recipe: type[Maker], study: Study, name: str, point: dict[str, Any],
                 index = study.sweep[sweep_key].index(point[sweep_key])
                 where = f"{field}.sweep.{sweep_key}[{index}]"
             elif key in ("code", "parameters", "protocol"):
-                where = f"{field}.{_where(problem['loc'])}"
+                where = f"{field}.{field_path(problem['loc'])}"
             else:
-                where = f"{settings_field}.{_where(problem['loc'])}"
+                where = f"{settings_field}.{field_path(problem['loc'])}"
             problems.append(f"{where}: {problem['msg']}")
         raise CampaignError("\n".join(problems)) from err
 

@@ -22,6 +22,8 @@ from ase import Atoms
 from ase.data import atomic_numbers
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
 
+from matdx.store.fieldpath import field_path
+
 __all__ = [
     "MIN_DISTANCE",
     "BulkSource",
@@ -87,8 +89,7 @@ def parse_source(data: Any, field: str) -> BulkSource | FileSource:
         return model.model_validate(data)
     except ValidationError as err:
         first = err.errors()[0]
-        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"])
-        raise StructureError(f"{field}{where}", first["msg"]) from err
+        raise StructureError(field_path((field, *first["loc"])), first["msg"]) from err
 
 
 def check_structure(atoms: Atoms, field: str) -> None:

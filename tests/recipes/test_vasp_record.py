@@ -48,3 +48,30 @@ def test_vasprun_becomes_a_record_matching_pymatgen(tmp_path, monkeypatch):
     assert record.system.elements == sorted(el.symbol for el in final.composition.elements)
     assert record.system.nsites == len(final)
     np.testing.assert_allclose(record.system.lattice_vectors, final.lattice.matrix, atol=1e-6)
+
+
+def test_scaled_cells_share_the_reference_kpoint_grid():
+    """EOS points and strained cells are computed on the grid of the unstrained cell."""
+    from ase.build import bulk
+    from pymatgen.io.ase import AseAtomsAdaptor
+    from pymatgen.io.vasp.inputs import Kpoints
+
+    from matdx.codes.kpoints import kpoint_grid
+    from matdx.recipes.calculation import fixed_kpoints
+
+    silicon = bulk("Si", "diamond", a=5.43)
+    expected = list(
+        Kpoints.automatic_density_by_vol(AseAtomsAdaptor.get_structure(silicon), 100).kpts[0]
+    )
+    assert fixed_kpoints("vasp", "moderate", None, silicon)["kpoints"] == {"grid": expected}
+    squeezed = silicon.copy()
+    squeezed.set_cell(silicon.cell * 0.94, scale_atoms=True)
+    # on its own, the squeezed cell would get a denser grid from the same reciprocal density
+    assert fixed_kpoints("vasp", "moderate", None, squeezed)["kpoints"]["grid"] != expected
+    espresso = fixed_kpoints("espresso", "moderate", {"kpoints": {"density": 4.0}}, silicon)
+    assert espresso["kpoints"] == {
+        "grid": [int(n) for n in kpoint_grid(silicon.cell, 4.0, silicon.pbc)], "shift": [0, 0, 0]
+    }
+    explicit = {"kpoints": {"grid": [3, 3, 3]}}
+    assert fixed_kpoints("cp2k", "moderate", explicit, silicon) == explicit
+    assert "kpoints" not in fixed_kpoints("cp2k", "moderate", None, silicon)  # Γ only
