@@ -585,8 +585,14 @@ class MPIPool:
 
 def _mpi_worker(comm: Any, runner_path: str, environment: Mapping[str, str]) -> None:
     """Loop of a worker rank: run the tasks rank 0 sends, each in a fresh process (see
-    :func:`run_in_process`), until it says stop."""
+    :func:`run_in_process`), until it says stop.
+
+    A worker ignores SIGTERM: when the job is cancelled or reaches its walltime, rank 0
+    records the end of the farm and aborts every rank. A worker dying of the signal first
+    would make the MPI launcher kill rank 0 before it could write ``farm-end``.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     task_environment = _task_environment(keep=environment)
     comm.gather(socket.gethostname(), root=0)  # ready: rank 0 waits for every rank here
     while True:
@@ -743,6 +749,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--status-fd", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.run_task:
+        # The task's process ends on SIGTERM even when started by a rank that ignores it.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         runner_path, task_dir = args.run_task
         status = _run_one(load_runner(runner_path), task_dir)
         with os.fdopen(args.status_fd, "w") if args.status_fd else sys.stdout as out:
