@@ -150,17 +150,27 @@ class Client:
             self._check_visible(session, "campaign", campaign_id, requester)
             return leaf_results(session, campaign_id)
 
-    def cancel(self, identifiers: list[str]) -> int:
+    def cancel(self, identifiers: list[str], *, requester: Requester | None = None) -> int:
+        """Cancel jobs (or every job of campaigns) of campaigns the requester manages."""
         from matdx.workflows.control import cancel
 
         return cancel(
-            self.store, self._job_ids(identifiers), executors_of(self.store, self.executors)
+            self.store,
+            self._job_ids(identifiers, requester),
+            executors_of(self.store, self.executors),
         )
 
-    def rerun(self, identifiers: list[str], *, failed_only: bool = False) -> int:
+    def rerun(
+        self,
+        identifiers: list[str],
+        *,
+        failed_only: bool = False,
+        requester: Requester | None = None,
+    ) -> int:
+        """Fresh attempts for jobs (or every job of campaigns) the requester manages."""
         from matdx.workflows.control import rerun
 
-        job_ids = self._job_ids(identifiers)
+        job_ids = self._job_ids(identifiers, requester)
         if failed_only:
             with self.store.transaction() as session:
                 job_ids = list(
@@ -182,7 +192,11 @@ class Client:
             raise LookupError(f"{identifier!r} is a {kind}, not a campaign")
         return found
 
-    def _job_ids(self, identifiers: list[str]) -> list[str]:
+    def _job_ids(self, identifiers: list[str], requester: Requester | None = None) -> list[str]:
+        """The jobs named, or of the campaigns named; PermissionError unless the requester
+        manages (owns, or is in the project of) every campaign they belong to."""
+        from matdx.store.access import Purpose, allowed
+
         job_ids: list[str] = []
         with self.store.transaction() as session:
             for identifier in identifiers:
@@ -193,6 +207,16 @@ class Client:
                     job_ids += session.scalars(select(Job.id).where(Job.campaign_id == found))
                 else:
                     raise LookupError(f"{identifier!r} is a record; give a job or a campaign")
+            campaigns = set(
+                session.scalars(select(Job.campaign_id).where(Job.id.in_(job_ids)).distinct())
+            )
+            who = requester or Requester.from_environment()
+            refused = campaigns - allowed(session, who, Purpose.MANAGE, campaigns, table=Campaign)
+            if refused:
+                raise PermissionError(
+                    f"{who.name} may not change the jobs of campaign(s) {sorted(refused)}: "
+                    "only their owner and their project's members may"
+                )
         return job_ids
 
     @staticmethod

@@ -52,6 +52,7 @@ class Purpose(enum.StrEnum):
     ARTIFACTS = "artifacts"  # fetch the bytes of their artifacts
     EXPORT = "export"  # take records out of the store (exports, the public API)
     EXPORT_ARTIFACTS = "export-artifacts"  # take records and their artifacts out (archives)
+    MANAGE = "manage"  # cancel or rerun a campaign's jobs: the owner and the project only
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,8 @@ def access_filter(
             and_(table.access != "private", table.project.in_(sorted(requester.groups)))
         )
     insider: ColumnElement[bool] = true() if requester.admin else or_(false(), *insiders)
+    if purpose == Purpose.MANAGE:
+        return insider
     if purpose in (Purpose.READ, Purpose.EXPORT):
         outsider = table.access.in_(["public", "embargoed"])
     else:

@@ -374,6 +374,7 @@ def main() -> None:
         SubmitError,
         AmbiguousIdentifier,
         LookupError,
+        PermissionError,
         ValidationError,
     ) as error:
         err_console.print(f"[bold red]error:[/bold red] {error}", highlight=False)

@@ -237,3 +237,10 @@ def test_show_results_and_history_follow_the_access_rules(client, records, tmp_p
     for look in (client.show, client.results):
         with pytest.raises(LookupError, match=r"campaign .* not visible to bob"):
             look("adas", requester=BOB)
+
+    # Only the owner and the project's members cancel or rerun a campaign's jobs.
+    with pytest.raises(PermissionError, match="bob may not change the jobs"):
+        client.cancel(["adas"], requester=BOB)
+    with pytest.raises(PermissionError, match="bob may not change the jobs"):
+        client.rerun(["adas"], requester=BOB)
+    assert client.cancel(["adas"], requester=ADA) == 1
