@@ -113,7 +113,7 @@ class CampaignFile(BaseModel):
     executor: ExecutorSpec = Field(default_factory=LocalExecutorSpec)
     tags: list[str] = Field(default_factory=list)
     retries: int | None = Field(None, ge=0, le=100)
-    owner: str = ""  # default: $MATDX_USER, or the login name of whoever submits
+    owner: str = ""  # empty: whoever submits (set by matdx.workflows.submit)
     project: str = ""
     access: Literal["private", "group", "embargoed", "public"] = "private"
     embargo_until: datetime | None = None
@@ -124,11 +124,8 @@ class CampaignFile(BaseModel):
     @model_validator(mode="after")
     def _governance(self) -> CampaignFile:
         """The records' governance defaults, checked as every record will be."""
-        from matdx.store.access import Requester
         from matdx.store.records import Governance
 
-        if not self.owner:
-            self.owner = Requester.from_environment().user
         try:
             checked = Governance(owner=self.owner, project=self.project, access=self.access,
                                  embargo_until=self.embargo_until, license=self.license,

@@ -43,7 +43,6 @@ RESOURCE_FACTORS = {
     "memory_factor": ("memory_mb",),
     "walltime_factor": ("estimate_s", "walltime_s"),
 }
-WHOLE = {"cores"}
 
 
 def scaled_resources(resources: Mapping[str, Any], update: Mapping[str, float]) -> dict[str, Any]:
@@ -56,7 +55,7 @@ def scaled_resources(resources: Mapping[str, Any], update: Mapping[str, float]) 
         for key in keys:
             if factor in update and key in scaled:
                 value = float(scaled[key]) * float(update[factor])
-                scaled[key] = max(1, round(value)) if key in WHOLE else value
+                scaled[key] = max(1, round(value)) if key == "cores" else value
     return scaled
 
 
