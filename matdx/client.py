@@ -11,6 +11,7 @@ Examples
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -20,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from matdx.store.access import Requester
+from matdx.store.access import Purpose, Requester, access_filter, allowed, discovery_view
 from matdx.store.models import Attempt, AuditEntry, Campaign, Job, JobState, Record, Workflow
 from matdx.store.queries import Failure, blocked_jobs, failures, find, leaf_results, state_counts
 from matdx.store.search import Page, RecordQuery, count_records, search_records
@@ -84,11 +85,28 @@ class Client:
         self.store = Store(self.home, url or os.environ.get("MATDX_STORE") or None)
         self.executors = dict(executors or {})
 
+    def identity(
+        self, user: str | None = None, groups: list[str] | None = None, *, admin: bool = False
+    ) -> Requester:
+        """Who uses the store, as authentication proves it (:mod:`matdx.store.identity`):
+        on SQLite the account running matdx (``user`` or ``$MATDX_USER`` may only name it).
+
+        Raises
+        ------
+        matdx.store.identity.IdentityError
+            If ``user`` claims another identity, or ``admin`` is not granted.
+        """
+        from matdx.store.identity import identify
+
+        return identify(self.store.engine, user, groups, admin=admin)
+
     # -- campaigns ------------------------------------------------------------------------
 
     def submit(self, campaign: str | Path | CampaignGraph, *, force: bool = False) -> str:
         """Validate and write a campaign (file or planned graph); returns its id."""
         graph = campaign if isinstance(campaign, CampaignGraph) else load_campaign(campaign)
+        if not graph.owner:  # the submitting user, as the store knows them
+            graph = dataclasses.replace(graph, owner=self.identity().name)
         return submit(self.store, graph, force=force)
 
     def tick(self, wait_s: float = 0.0) -> TickReport:
@@ -101,8 +119,10 @@ class Client:
         poll_s: float = 0.5,
         timeout_s: float | None = None,
         on_tick: Callable[[TickReport, list[CampaignStatus]], None] | None = None,
+        requester: Requester | None = None,
     ) -> list[CampaignStatus]:
-        """Tick until the campaign (or every campaign) has nothing left to run.
+        """Tick until the campaign (or every campaign the requester may see) has nothing
+        left to run.
 
         Raises
         ------
@@ -113,7 +133,7 @@ class Client:
         campaign_id = self.resolve_campaign(campaign) if campaign else None
         while True:
             report = tick(self.store, executors=self.executors, wait_s=60.0)
-            statuses = self.status(campaign_id)
+            statuses = self.status(campaign_id, requester=requester)
             if on_tick is not None:
                 on_tick(report, statuses)
             if all(s.done for s in statuses):
@@ -122,10 +142,20 @@ class Client:
                 raise TimeoutError(f"campaign not done after {timeout_s} s")
             time.sleep(poll_s)
 
-    def status(self, campaign: str | None = None) -> list[CampaignStatus]:
+    def status(
+        self, campaign: str | None = None, *, requester: Requester | None = None
+    ) -> list[CampaignStatus]:
+        """Jobs by state of the campaign (or of every campaign) the requester may see."""
         campaign_id = self.resolve_campaign(campaign) if campaign else None
+        who = requester or self.identity()
         with self.store.transaction() as session:
-            query = select(Campaign.id, Campaign.name).order_by(Campaign.created_at)
+            if campaign_id:
+                self._check_visible(session, "campaign", campaign_id, who)
+            query = (
+                select(Campaign.id, Campaign.name)
+                .where(access_filter(who, Purpose.READ, table=Campaign))
+                .order_by(Campaign.created_at)
+            )
             if campaign_id:
                 query = query.where(Campaign.id == campaign_id)
             campaigns = session.execute(query).all()
@@ -147,7 +177,7 @@ class Client:
         """Final outputs of each workflow of a campaign (see ``store.queries.leaf_results``)."""
         campaign_id = self.resolve_campaign(campaign)
         with self.store.transaction() as session:
-            self._check_visible(session, "campaign", campaign_id, requester)
+            self._check_visible(session, "campaign", campaign_id, requester, Purpose.RESULTS)
             return leaf_results(session, campaign_id)
 
     def cancel(self, identifiers: list[str], *, requester: Requester | None = None) -> int:
@@ -195,8 +225,6 @@ class Client:
     def _job_ids(self, identifiers: list[str], requester: Requester | None = None) -> list[str]:
         """The jobs named, or of the campaigns named; PermissionError unless the requester
         manages (owns, or is in the project of) every campaign they belong to."""
-        from matdx.store.access import Purpose, allowed
-
         job_ids: list[str] = []
         with self.store.transaction() as session:
             for identifier in identifiers:
@@ -210,7 +238,7 @@ class Client:
             campaigns = set(
                 session.scalars(select(Job.campaign_id).where(Job.id.in_(job_ids)).distinct())
             )
-            who = requester or Requester.from_environment()
+            who = requester or self.identity()
             refused = campaigns - allowed(session, who, Purpose.MANAGE, campaigns, table=Campaign)
             if refused:
                 raise PermissionError(
@@ -219,30 +247,38 @@ class Client:
                 )
         return job_ids
 
-    @staticmethod
     def _check_visible(
-        session: Any, kind: str, found: str, requester: Requester | None
+        self,
+        session: Any,
+        kind: str,
+        found: str,
+        requester: Requester | None,
+        purpose: Purpose = Purpose.READ,
     ) -> None:
-        """Raise LookupError unless the requester may read this record, or this campaign or
-        job (judged by its campaign's governance, see ``store.access``)."""
-        from matdx.store.access import Purpose, allowed
-
-        who = requester or Requester.from_environment()
+        """Raise LookupError unless the requester may use this record, or this campaign or
+        job (judged by its campaign's governance, see ``store.access``), for ``purpose``."""
+        who = requester or self.identity()
         if kind == "record":
-            visible = allowed(session, who, Purpose.READ, [found])
+            visible = allowed(session, who, purpose, [found])
         else:
             campaign_id = found if kind == "campaign" else session.get(Job, found).campaign_id
-            visible = allowed(session, who, Purpose.READ, [campaign_id], table=Campaign)
+            visible = allowed(session, who, purpose, [campaign_id], table=Campaign)
         if not visible:
             raise LookupError(f"{kind} {found} is not visible to {who.name}")
 
     def show(self, identifier: str, *, requester: Requester | None = None) -> dict[str, Any]:
-        """A job (with its attempts), a record, or a campaign, as plain data."""
+        """A job (with its attempts), a record, or a campaign, as plain data; of a record
+        whose results the requester may not read yet (a running embargo), its discovery
+        metadata only (:func:`~matdx.store.access.discovery_view`)."""
         kind, found = self.resolve(identifier)
         with self.store.transaction() as session:
             self._check_visible(session, kind, found, requester)
             if kind == "record":
-                return {"kind": "record", **session.get(Record, found).document}
+                row = session.get(Record, found)
+                who = requester or self.identity()
+                if not allowed(session, who, Purpose.RESULTS, [found]):
+                    return {"kind": "record", **discovery_view(row.document, row.created_at)}
+                return {"kind": "record", **row.document}
             if kind == "campaign":
                 row = session.get(Campaign, found)
                 return {
@@ -337,7 +373,7 @@ class Client:
         >>> page.items[0]["formula"], page.next_after  # doctest: +SKIP
         """
         query = self.record_query(**criteria)
-        who = requester or Requester.from_environment()
+        who = requester or self.identity()
         with self.store.transaction() as session:
             return search_records(session, query, who, documents=documents)
 
@@ -345,7 +381,7 @@ class Client:
         """How many records the requester may read match the criteria (see :meth:`query`)."""
         query = self.record_query(**criteria)
         with self.store.transaction() as session:
-            return count_records(session, query, requester or Requester.from_environment())
+            return count_records(session, query, requester or self.identity())
 
     def _selection(self, identifiers: list[str]) -> tuple[list[str], list[str]]:
         records, campaigns = [], []
@@ -386,7 +422,7 @@ class Client:
         with self.store.transaction() as session:
             return set_governance(
                 session,
-                requester or Requester.from_environment(),
+                requester or self.identity(),
                 change,
                 record_ids=records,
                 campaign_ids=campaigns,
@@ -411,13 +447,12 @@ class Client:
         LookupError
             If the record has no artifact of that name.
         """
-        from matdx.store.access import Purpose, allowed
         from matdx.store.models import RecordArtifact
 
         kind, record_id = self.resolve(record)
         if kind != "record":
             raise LookupError(f"{record!r} is a {kind}, not a record")
-        who = requester or Requester.from_environment()
+        who = requester or self.identity()
         with self.store.transaction() as session:
             if not allowed(session, who, Purpose.ARTIFACTS, [record_id]):
                 raise PermissionError(f"{who.name} may not fetch the artifacts of {record_id}")
@@ -490,7 +525,7 @@ class Client:
         if fmt not in writers:
             raise ValueError(f"export format: {fmt!r} is not one of {', '.join(writers)}")
         query = self.record_query(**criteria)
-        who = requester or Requester.from_environment()
+        who = requester or self.identity()
         with self.store.transaction() as session:
             records = exportable_records(
                 session, who, query, licenses=licenses, artifacts=fmt in ("extxyz", "archive")
@@ -522,13 +557,24 @@ class Client:
                 seed=seed,
             )
 
-    def import_archive(self, path: str | Path) -> Any:
-        """Load an archive made by ``export("archive", ...)``; records already in the store
-        are skipped. Returns an :class:`~matdx.store.archive.ImportReport`."""
+    def import_archive(self, path: str | Path, *, requester: Requester | None = None) -> Any:
+        """Load an archive made by ``export("archive", ...)``, its records owned by the
+        requester (the importer) and marked as imported; records already in the store are
+        skipped. Returns an :class:`~matdx.store.archive.ImportReport`.
+
+        Raises
+        ------
+        matdx.store.archive.ArchiveError
+            If the archive is altered or corrupt, or collides with campaigns or jobs of the
+            store (nothing is imported).
+        """
         from matdx.store.archive import import_archive
 
+        who = requester or self.identity()
         with self.store.transaction() as session:
-            return import_archive(session, path, artifacts=self.store.artifacts)
+            return import_archive(
+                session, path, artifacts=self.store.artifacts, importer=who.user or ""
+            )
 
     def gc(self, *, dry_run: bool = False, grace_s: float | None = None) -> Any:
         """Remove artifact objects no record references (see :mod:`matdx.store.gc`)."""

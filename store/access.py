@@ -3,7 +3,7 @@
 Access levels of a record (``governance.access``), from most to least restricted:
 
 ==============  ===================================  ======================================
-level           the record (metadata)                its artifacts
+level           discovery metadata                   results, output and artifacts
 ==============  ===================================  ======================================
 ``private``     the owner                            the owner
 ``group``       the owner and members of ``project``  the owner and members of ``project``
@@ -12,17 +12,19 @@ level           the record (metadata)                its artifacts
 ``public``      everyone                             everyone
 ==============  ===================================  ======================================
 
+Discovery metadata (:data:`DISCOVERY_FIELDS`) is what an outsider sees of a record under a
+running embargo: formula, elements, calculation type, owner, date and embargo end; nothing of
+its results, its output, its method's parameters or its artifacts (:func:`discovery_view`).
+Result filters (property ranges) only match records whose results the requester may read.
+
 ``export_control`` overrides the table for everyone but the owner and the project's members:
 such a record is invisible to them and never leaves the store, for anyone, through an export
-or the public API (:attr:`Purpose.EXPORT`, :attr:`Purpose.EXPORT_ARTIFACTS`).
+or the public API (:attr:`Purpose.EXPORT`, :attr:`Purpose.EXPORT_ARTIFACTS`). A result under
+export control is never reused by a campaign outside that boundary.
 
 Identity: a :class:`Requester` is a user name and the groups (projects) the user belongs to.
-The CLI and the Python API take them from ``$MATDX_USER`` (default: the login name) and
-``$MATDX_GROUPS`` (comma-separated); the web API takes them from its authentication. On the
-command line and in the Python API the identity (and ``--admin``) is declared, not proven:
-there the filter keeps users from seeing, exporting or citing what is not theirs by mistake,
-while whoever can read the SQLite file, or holds the PostgreSQL store's credentials, can read
-every row. Only behind an authenticated service (the web API) is the filter a security boundary.
+On SQLite (the single-user embedded store) the user is the operating-system account that runs
+matdx (:mod:`matdx.store.identity`); the web API takes it from its authentication.
 """
 
 from __future__ import annotations
@@ -33,13 +35,21 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import ColumnElement, and_, false, or_, select, true
 from sqlalchemy.orm import Session
 
 from matdx.store.models import Campaign, Record, utcnow
 
-__all__ = ["Purpose", "Requester", "access_filter", "allowed"]
+__all__ = [
+    "DISCOVERY_FIELDS",
+    "Purpose",
+    "Requester",
+    "access_filter",
+    "allowed",
+    "discovery_view",
+]
 
 USER_VARIABLE = "MATDX_USER"
 GROUPS_VARIABLE = "MATDX_GROUPS"
@@ -48,7 +58,8 @@ GROUPS_VARIABLE = "MATDX_GROUPS"
 class Purpose(enum.StrEnum):
     """What the requester wants to do with the records."""
 
-    READ = "read"  # see records (queries, show, the API for signed-in users)
+    READ = "read"  # discover records: their discovery metadata (queries, show, the API)
+    RESULTS = "results"  # read their results and outputs (show, reuse, references)
     ARTIFACTS = "artifacts"  # fetch the bytes of their artifacts
     EXPORT = "export"  # take records out of the store (exports, the public API)
     EXPORT_ARTIFACTS = "export-artifacts"  # take records and their artifacts out (archives)
@@ -127,7 +138,7 @@ def access_filter(
     insider: ColumnElement[bool] = true() if requester.admin else or_(false(), *insiders)
     if purpose == Purpose.MANAGE:
         return insider
-    if purpose in (Purpose.READ, Purpose.EXPORT):
+    if purpose == Purpose.READ:
         outsider = table.access.in_(["public", "embargoed"])
     else:
         outsider = or_(
@@ -158,3 +169,35 @@ def allowed(
     key = Record.record_id if table is Record else Campaign.id
     condition = access_filter(requester, purpose, now=now, table=table)
     return set(session.scalars(select(key).where(key.in_(wanted), condition)))
+
+
+#: What an outsider sees of a record whose results are embargoed: (section, field) pairs.
+DISCOVERY_FIELDS: tuple[tuple[str, str], ...] = (
+    ("", "record_id"),
+    ("", "schema_version"),
+    ("system", "chemical_formula_reduced"),
+    ("system", "elements"),
+    ("system", "nelements"),
+    ("method", "calculation"),
+    ("governance", "owner"),
+    ("governance", "project"),
+    ("governance", "access"),
+    ("governance", "embargo_until"),
+)
+
+
+def discovery_view(document: dict[str, Any], created_at: datetime | None = None) -> dict[str, Any]:
+    """The discovery metadata of a record document (:data:`DISCOVERY_FIELDS`): what an
+    outsider sees of a record under a running embargo; ``created_at`` (the record's date,
+    UTC) is added when given."""
+    view: dict[str, Any] = {"embargoed": True}
+    if created_at is not None:
+        view["created_at"] = created_at.isoformat()
+    for section, name in DISCOVERY_FIELDS:
+        source = document if not section else (document.get(section) or {})
+        if name in source:
+            if section:
+                view.setdefault(section, {})[name] = source[name]
+            else:
+                view[name] = source[name]
+    return view

@@ -8,8 +8,14 @@ An archive is a tar file (``.tar``, or gzip-compressed ``.tar.gz`` / ``.tgz``)::
     matdx-archive/objects/<sha256>  every artifact the records reference, once
     matdx-archive/manifest.json     format, version, counts and the sha256 of records.jsonl
 
-:func:`import_archive` loads one into a store without duplicates: records whose id the store
-already holds are skipped (a record with the same id but other content is reported as a
+:func:`import_archive` loads one into a store without duplicates. The archive's governance
+is not trusted: every imported record is stamped with the importer as its owner (its project,
+access level, embargo, licence and export control are kept) and marked as imported by an
+``import`` entry in the audit log that keeps the archive's owner. An archive whose records
+would join or collide with this store's campaigns or jobs (a campaign id of the store, a
+record of another owner's campaign, a job id or a job attempt the store already has) is
+refused whole, with the collisions named. Records whose id the store already holds are
+skipped (a record with the same id but other content is reported as a
 conflict, never overwritten), objects already present are not copied again, and every
 object's bytes are re-hashed against its name. All records of an archive are written in one
 transaction, after their objects: a failed import leaves no record behind (only unreferenced
@@ -36,7 +42,16 @@ from sqlalchemy.orm import Session
 
 from matdx.store.artifacts import ArtifactStore, sha256_file
 from matdx.store.exporting import ExportedRecord
-from matdx.store.models import Artifact, ProvenanceEdge, Record, RecordArtifact, utcnow
+from matdx.store.models import (
+    Artifact,
+    AuditEntry,
+    Campaign,
+    Job,
+    ProvenanceEdge,
+    Record,
+    RecordArtifact,
+    utcnow,
+)
 from matdx.store.records import upgrade_document, validate_document
 
 __all__ = ["ArchiveError", "ArchiveReport", "ImportReport", "import_archive", "write_archive"]
@@ -238,23 +253,31 @@ def _insert_missing_artifacts(session: Session, rows: list[dict[str, Any]]) -> N
         )
 
 
-def import_archive(session: Session, path: str | Path, *, artifacts: ArtifactStore) -> ImportReport:
-    """Load an archive's records and artifacts into a store (in the caller's transaction).
+def import_archive(
+    session: Session, path: str | Path, *, artifacts: ArtifactStore, importer: str
+) -> ImportReport:
+    """Load an archive's records and artifacts into a store (in the caller's transaction),
+    each record stamped with ``importer`` as its owner and marked as imported.
 
     Raises
     ------
     ArchiveError
-        If the archive is malformed, altered or holds a corrupt object.
+        If the archive is malformed, altered or holds a corrupt object, or if its records
+        would join or collide with campaigns or jobs of the store (nothing is written).
     RecordSchemaError
         If a record does not follow the schema (nothing is written).
     """
+    if not importer:
+        raise ArchiveError("import: the importer (the owner of the imported records) is unknown")
     report = ImportReport()
     source = Path(path)
     if not source.is_file():
         raise ArchiveError(f"archive: no such file {str(source)!r}")
     try:
         with tarfile.open(source, "r:*") as archive:
-            new, documents, objects, needed = _stage(archive, session, artifacts, report)
+            new, documents, objects, needed, claimed = _stage(
+                archive, session, artifacts, report, importer
+            )
     except tarfile.TarError as err:
         raise ArchiveError(f"{source}: not a readable tar archive ({err})") from err
     _insert_missing_artifacts(
@@ -291,20 +314,84 @@ def import_archive(session: Session, path: str | Path, *, artifacts: ArtifactSto
             session.execute(insert(RecordArtifact), links)
     report.records_added = len(new)
     _link_provenance(session, [documents[e["record"]["record_id"]] for e in new])
+    session.add_all(
+        AuditEntry(
+            actor=importer,
+            action="import",
+            record_id=record_id,
+            before=claimed[record_id],
+            after=documents[record_id]["governance"],
+            reason=f"imported from archive {source.name}",
+        )
+        for record_id in (e["record"]["record_id"] for e in new)
+    )
     return report
 
 
+def _stamp(document: dict[str, Any], importer: str) -> dict[str, Any]:
+    """The archive's governance section, and the document stamped with the importer."""
+    claimed = dict(document.get("governance") or {})
+    document["governance"] = {**claimed, "owner": importer}
+    return claimed
+
+
+def _check_collisions(session: Session, entries: list[dict[str, Any]], importer: str) -> None:
+    """Refuse records that would join a campaign of the store, or another owner's imported
+    campaign, or that name a job (or a job attempt) the store already has: such a record
+    would read as that campaign's, or stop the job's harvest."""
+    records = [e["record"] for e in entries]
+    campaign_ids = sorted({r["campaign_id"] for r in records})
+    job_ids = sorted({r["job_id"] for r in records})
+    problems = []
+    campaigns = set(session.scalars(select(Campaign.id).where(Campaign.id.in_(campaign_ids))))
+    if campaigns:
+        problems.append(f"campaign(s) of this store {sorted(campaigns)[:3]}")
+    foreign = set(
+        session.scalars(
+            select(Record.campaign_id)
+            .where(Record.campaign_id.in_(campaign_ids), Record.owner != importer)
+            .distinct()
+        )
+    )
+    if foreign:
+        problems.append(f"campaign(s) of other owners' records {sorted(foreign)[:3]}")
+    jobs = set(session.scalars(select(Job.id).where(Job.id.in_(job_ids))))
+    if jobs:
+        problems.append(f"job id(s) of this store {sorted(jobs)[:3]}")
+    attempts = {(r["job_id"], r["attempt"]) for r in records}
+    taken = {
+        (row.job_id, row.attempt)
+        for row in session.execute(
+            select(Record.job_id, Record.attempt).where(Record.job_id.in_(job_ids))
+        )
+    } & attempts
+    if taken:
+        problems.append(f"job attempt(s) already recorded {sorted(taken)[:3]}")
+    if problems:
+        raise ArchiveError(
+            "import refused: the archive's records would join or collide with "
+            + "; ".join(problems)
+            + "; nothing was imported"
+        )
+
+
 def _stage(
-    archive: tarfile.TarFile, session: Session, artifacts: ArtifactStore, report: ImportReport
-) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any], list[str]]:
-    """Read and check the archive, decide what is new, and copy the new objects in."""
+    archive: tarfile.TarFile,
+    session: Session,
+    artifacts: ArtifactStore,
+    report: ImportReport,
+    importer: str,
+) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any], list[str], dict[str, Any]]:
+    """Read and check the archive, stamp its records, decide what is new, check that the
+    new ones collide with nothing, and copy the new objects in."""
     manifest = _read_manifest(archive)
     objects = {o["sha256"]: o for o in manifest.get("objects", [])}
     entries = list(_records(archive, manifest))
-    documents = {}
+    documents, claimed = {}, {}
     for entry in entries:
         try:
             document = upgrade_document(entry["record"])
+            claimed[document["record_id"]] = _stamp(document, importer)
             validate_document(document)
         except (KeyError, TypeError, AttributeError) as err:
             raise ArchiveError(f"records.jsonl: an entry without a record ({err})") from err
@@ -330,6 +417,8 @@ def _stage(
                 report.conflicts.append(record_id)
             continue
         new.append(entry)
+    if new:
+        _check_collisions(session, new, importer)
     needed = sorted({sha for entry in new for _, _, sha in entry.get("links", [])})
     unknown = [sha for sha in needed if sha not in objects]
     if unknown:
@@ -343,7 +432,7 @@ def _stage(
         else:
             _copy_object(archive, sha256, artifacts)
             report.objects_added += 1
-    return new, documents, objects, needed
+    return new, documents, objects, needed, claimed
 
 
 def _link_provenance(session: Session, documents: list[dict[str, Any]]) -> None:

@@ -51,12 +51,14 @@ def find(session: Session, identifier: str) -> tuple[str, str]:
         raise AmbiguousIdentifier(
             f"{identifier!r}: give a campaign name or at least {MIN_PREFIX} characters of an id"
         )
-    pattern = f"{identifier}%"
+    # A prefix, not a pattern: % and _ (and the escape character) match only themselves.
     matches: list[tuple[str, str]] = []
     for kind, column in (("campaign", Campaign.id), ("job", Job.id), ("record", Record.record_id)):
         matches += [
             (kind, found)
-            for found in session.scalars(select(column).where(column.like(pattern)).limit(2))
+            for found in session.scalars(
+                select(column).where(column.startswith(identifier, autoescape=True)).limit(2)
+            )
         ]
     if not matches:
         raise AmbiguousIdentifier(f"{identifier!r}: no campaign, job or record matches")

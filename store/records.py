@@ -138,10 +138,21 @@ class Run(_Section):
 class Governance(_Section):
     """Who owns a record and who may see it (ARCHITECTURE.md, "governance").
 
-    ``access``: ``private`` (the owner), ``group`` (the owner and members of ``project``),
-    ``embargoed`` (metadata visible to all, artifacts to the owner and group until
-    ``embargo_until``, then public), ``public``. ``export_control``: the record never leaves
-    the store through an export or the public API, whatever its access level.
+    ``access``       discovery metadata           results, output, artifacts, method
+    ``private``      the owner                    the owner
+    ``group``        owner + ``project`` members  owner + ``project`` members
+    ``embargoed``    everyone                     owner + ``project`` members until
+                                                  ``embargo_until``, then everyone
+    ``public``       everyone                     everyone
+
+    Discovery metadata: ``record_id``, formula (``system.chemical_formula_reduced``),
+    ``system.elements``, calculation type (``method.calculation``), ``governance.owner``,
+    ``governance.project``, ``governance.access``, ``governance.embargo_until`` and the
+    record's date (``created_at``); under a running embargo outsiders, anonymous readers
+    included, see only these, and result filters do not match the record for them.
+    ``export_control``: the record is seen only by the owner and the project's members and
+    never leaves the store through an export, an archive or the public API, whatever its
+    access level; its results are never reused by a campaign outside that boundary.
     """
 
     owner: str = Field("", max_length=100)

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sqlalchemy import ColumnElement, Select, and_, exists, func, select
 from sqlalchemy.orm import Session, aliased
 
-from matdx.store.access import Purpose, Requester, access_filter
+from matdx.store.access import Purpose, Requester, access_filter, discovery_view
 from matdx.store.fieldpath import field_path
 from matdx.store.models import Record, RecordElement, RecordProperty, RecordTag
 from matdx.store.records import upgrade_document
@@ -298,9 +298,19 @@ def query_conditions(query: RecordQuery) -> list[ColumnElement[bool]]:
 def _filtered(
     statement: Select, query: RecordQuery, requester: Requester, purpose: Purpose, now: Any
 ) -> Select:
-    return statement.where(
-        and_(*query_conditions(query), access_filter(requester, purpose, now=now))
-    )
+    conditions = [*query_conditions(query), access_filter(requester, purpose, now=now)]
+    if query.properties:
+        # A range on results matches only records whose results the requester may read:
+        # an embargoed value must not be found out by narrowing ranges.
+        conditions.append(access_filter(requester, Purpose.RESULTS, now=now))
+    return statement.where(and_(*conditions))
+
+
+# What an outsider sees of a summary of a record under a running embargo (the rest is None).
+DISCOVERY_SUMMARY = frozenset(
+    {"record_id", "formula", "elements", "calculation", "owner", "access", "created_at",
+     "embargo_until"}
+)  # fmt: skip
 
 
 SUMMARY_COLUMNS = (
@@ -318,6 +328,7 @@ SUMMARY_COLUMNS = (
     Record.access,
     Record.license,
     Record.created_at,
+    Record.embargo_until,
 )
 
 
@@ -358,7 +369,11 @@ def search_records(
         (name → value); or, with ``documents``, the documents.
     """
     columns = (Record.record_id, Record.document) if documents else SUMMARY_COLUMNS
-    statement = _filtered(select(*columns), query, requester, Purpose.READ, now)
+    full = access_filter(requester, Purpose.RESULTS, now=now).label("results_visible")
+    statement = _filtered(
+        select(*columns, Record.created_at.label("dated"), full), query, requester,
+        Purpose.READ, now,
+    )
     if query.after is not None:
         statement = statement.where(Record.record_id > query.after)
     rows = session.execute(statement.order_by(Record.record_id).limit(query.limit + 1)).all()
@@ -366,23 +381,35 @@ def search_records(
     rows = rows[: query.limit]
     page = Page(next_after=rows[-1].record_id if more else None)
     if documents:
-        page.items = [upgrade_document(row.document) for row in rows]
+        page.items = [
+            upgrade_document(row.document)
+            if row.results_visible
+            else discovery_view(row.document, row.dated)
+            for row in rows
+        ]
         return page
     names = sorted({*show, *query.properties})
     values: dict[str, dict[str, float]] = {}
     if names and rows:
         for record_id, name, value in session.execute(
             select(RecordProperty.record_id, RecordProperty.name, RecordProperty.value).where(
-                RecordProperty.record_id.in_([row.record_id for row in rows]),
+                RecordProperty.record_id.in_(
+                    [row.record_id for row in rows if row.results_visible]
+                ),
                 RecordProperty.name.in_(names),
             )
         ):
             values.setdefault(record_id, {})[name] = value
     for row in rows:
         item = dict(row._mapping)
+        del item["dated"]
+        visible = item.pop("results_visible")
         item["formula"] = item.pop("chemical_formula_reduced")
         item["elements"] = [e for e in (item["elements"] or "").split(",") if e]
         item["properties"] = values.get(row.record_id, {})
+        if not visible:  # a running embargo: discovery metadata only
+            item = {k: (v if k in DISCOVERY_SUMMARY else None) for k, v in item.items()}
+            item["properties"] = {}
         page.items.append(item)
     return page
 

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from matdx.store import indexing
 from matdx.store.artifacts import ArtifactStore
 from matdx.store.database import create_store_engine, normalize_url, safe_url, sqlite_path
+from matdx.store.identity import check_store_file
 from matdx.store.lock import advisory_lock, file_lock
 from matdx.store.migrate import HEAD_REVISION, current_revision, upgrade
 
@@ -53,6 +54,7 @@ class Store:
         self.url = store_url(self.home, url)
         self.database_file = sqlite_path(self.url)
         if self.database_file is not None:
+            check_store_file(self.database_file)  # one account's store; sharing: PostgreSQL
             self.database_file.parent.mkdir(parents=True, exist_ok=True)
         self.engine = create_store_engine(self.url)
         self.artifacts = ArtifactStore(self.home / "objects")

@@ -140,6 +140,19 @@ def matdx_cli(
     )
 
 
+def cli_user(monkeypatch: pytest.MonkeyPatch, name: str) -> str:
+    """Act as ``name`` in ``matdx`` subprocesses where the store lets a user name be given
+    (PostgreSQL); on SQLite the user is the account running the tests, whose name is
+    returned (and ``$MATDX_USER`` is cleared)."""
+    if os.environ.get("MATDX_STORE"):
+        monkeypatch.setenv("MATDX_USER", name)
+        return name
+    from matdx.store.identity import os_account
+
+    monkeypatch.delenv("MATDX_USER", raising=False)
+    return os_account()
+
+
 def wait_for(predicate, timeout: float = 60.0, interval: float = 0.1):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from matdx.store.models import Job, JobEdge, JobState
+from matdx.store.access import Purpose, Requester, allowed
+from matdx.store.models import Campaign, Job, JobEdge, JobState
 from matdx.store.store import Store
 from matdx.workflows.flow import Flow
 from matdx.workflows.graph import children_of, descendants_of, insert_jobs
@@ -25,17 +26,32 @@ class ExpandReport:
 
 
 class ResponseError(ValueError):
-    """A response names jobs that do not exist."""
+    """A response names jobs that do not exist or that its campaign's owner may not read."""
 
 
-def _check_references(session: Session, flows: list[Flow]) -> None:
+def _check_references(session: Session, flows: list[Flow], campaign: Campaign) -> None:
+    """Every job the new jobs reference exists and is the campaign's own or readable by its
+    owner (the same rule as at submit: ``store.access``, results purpose)."""
     new = {j.id for flow in flows for j in flow.jobs}
     referenced = {p for flow in flows for j in flow.jobs for p in j.parents}
     referenced |= {p for flow in flows for p in iter_reference_ids(flow.output)}
     outside = referenced - new
-    known = set(session.scalars(select(Job.id).where(Job.id.in_(outside)))) if outside else set()
-    if outside - known:
-        raise ResponseError(f"references to unknown jobs {sorted(outside - known)}")
+    found = (
+        dict(session.execute(select(Job.id, Job.campaign_id).where(Job.id.in_(outside))).all())
+        if outside
+        else {}
+    )
+    if outside - found.keys():
+        raise ResponseError(f"references to unknown jobs {sorted(outside - found.keys())}")
+    owner = Requester(campaign.owner or None, frozenset({campaign.project}))
+    others = set(found.values()) - {campaign.id}
+    readable = allowed(session, owner, Purpose.RESULTS, others, table=Campaign)
+    hidden = sorted(job_id for job_id, c in found.items() if c != campaign.id and c not in readable)
+    if hidden:
+        raise ResponseError(
+            f"references to jobs of campaigns {campaign.owner or 'the owner'} may not read: "
+            f"{hidden}; nothing of them was added"
+        )
     clash = set(session.scalars(select(Job.id).where(Job.id.in_(new)))) if new else set()
     if clash:
         raise ResponseError(f"jobs {sorted(clash)} already exist")
@@ -48,7 +64,7 @@ def _apply(session: Session, job: Job, report: ExpandReport) -> None:
         for key in ("addition", "detour", "replace")
         if response.get(key)
     }
-    _check_references(session, list(flows.values()))
+    _check_references(session, list(flows.values()), session.get(Campaign, job.campaign_id))
     children = children_of(session, [job.id])
     for key, flow in flows.items():
         new_jobs = list(flow.jobs)

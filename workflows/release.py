@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, aliased
 
-from matdx.store.models import Job, JobEdge, JobState, RecordArtifact
+from matdx.store.access import Purpose, Requester, access_filter
+from matdx.store.models import Campaign, Job, JobEdge, JobState, Record, RecordArtifact
 from matdx.store.store import Store
 from matdx.workflows.corrections import apply_corrections
 from matdx.workflows.outputs import OutputNotReady, job_outputs
@@ -45,18 +46,35 @@ def _releasable(session: Session, limit: int) -> list[Job]:
     )
 
 
-def _reusable(session: Session, store: Store, hashes: set[str]) -> dict[str, Job]:
-    """For each input hash, a COMPLETED job whose result (and its artifacts) can be reused."""
+def _reuser(campaign: Campaign) -> Requester:
+    """Whose eyes a campaign's jobs reuse results with: its owner, in its project."""
+    return Requester(campaign.owner or None, frozenset({campaign.project}))
+
+
+def _reusable(
+    session: Session, store: Store, hashes: set[str], campaign: Campaign
+) -> dict[str, Job]:
+    """For each input hash, a COMPLETED job whose result (and its artifacts) can be reused
+    by a job of ``campaign``: only a result whose record the campaign's owner may read in
+    full (``store.access``), and a result under export control only by a campaign under
+    export control itself (the owner's project's, as the access filter requires)."""
     if not hashes:
         return {}
+    readable = access_filter(_reuser(campaign), Purpose.RESULTS)
+    boundary = [] if campaign.export_control else [Record.export_control.is_(False)]
     done = list(
         session.scalars(
-            select(Job).where(
+            select(Job)
+            .join(Record, Record.record_id == Job.record_id)
+            .where(
                 Job.input_hash.in_(hashes),
                 Job.state == JobState.COMPLETED,
                 Job.pending_response.is_(None),
                 Job.record_id.is_not(None),
+                readable,
+                *boundary,
             )
+            .order_by(Job.position)
         )
     )
     artifacts: dict[str, list[str]] = {}
@@ -115,15 +133,21 @@ def _release_chunk(session: Session, store: Store, report: ReleaseReport) -> boo
         for job in jobs
         if (job_id := job.id) in resolved
     }
-    reusable = _reusable(
-        session, store, {h for job in jobs if not job.force for h in [hashes.get(job.id)] if h}
-    )
+    reusable: dict[str, dict[str, Job]] = {}
+    for campaign_id in {job.campaign_id for job in jobs}:
+        wanted = {
+            h for job in jobs if job.campaign_id == campaign_id and not job.force
+            for h in [hashes.get(job.id)] if h
+        }  # fmt: skip
+        reusable[campaign_id] = _reusable(
+            session, store, wanted, session.get(Campaign, campaign_id)
+        )
     reused_rows, released_rows = [], []
     for job in jobs:
         if job.id not in hashes:
             continue
         digest = hashes[job.id]
-        source = None if job.force else reusable.get(digest)
+        source = None if job.force else reusable[job.campaign_id].get(digest)
         if source is not None and source.id != job.id:
             origin = source.reused_from or source.id
             reused_rows.append(

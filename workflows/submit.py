@@ -74,7 +74,7 @@ def _check(graph: CampaignGraph, session: Session) -> None:
         found = dict(
             session.execute(select(Job.id, Job.campaign_id).where(Job.id.in_(outside))).all()
         )
-        visible = allowed(session, requester, Purpose.READ, found.values(), table=Campaign)
+        visible = allowed(session, requester, Purpose.RESULTS, found.values(), table=Campaign)
         known = {job_id for job_id, campaign_id in found.items() if campaign_id in visible}
     for _, flow in graph.workflows:
         for one in flow.jobs:

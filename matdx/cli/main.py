@@ -61,9 +61,17 @@ def submit(
 ) -> None:
     """Validate a campaign file and add its jobs to the store."""
     from matdx.workflows.campaign import load_campaign
+    from matdx.workflows.submit import SubmitError
 
     graph = load_campaign(file)  # before the store is opened: bad input writes nothing
     client = _client(home)
+    who = client.identity()
+    if graph.owner and graph.owner != who.name:
+        raise SubmitError(
+            f"{file}: owner {graph.owner!r} is not you ({who.name!r}); a campaign is owned "
+            "by whoever submits it (leave owner out, or hand it over later with "
+            "`matdx records set-access CAMPAIGN --owner NAME`)"
+        )
     campaign_id = client.submit(graph, force=force)
     status = client.status(campaign_id)[0]
     console.print(
@@ -279,7 +287,7 @@ def analyze(
     kernels = [k.strip() for k in kernel.split(",") if k.strip()]
     try:
         plan = plan_analysis(client.store, campaign_id, name, kernels, executor,
-                             equilibration_fraction=equilibration)
+                             equilibration_fraction=equilibration, requester=client.identity())
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--kernel") from error
     console.print(f"{plan.trajectories} trajectories in {name}; {plan.already_done} already "

@@ -68,14 +68,23 @@ AccessLevels = Annotated[
 Owner = Annotated[str | None, typer.Option("--owner", help="records of this owner")]
 Status = Annotated[str | None, typer.Option("--status", help="completed or failed")]
 User = Annotated[
-    str | None, typer.Option("--user", envvar="MATDX_USER", help="who asks [default: login name]")
+    str | None,
+    typer.Option(
+        "--user",
+        envvar="MATDX_USER",
+        help="your name, checked against who you are (SQLite: the account running matdx)",
+    ),
 ]
 Groups = Annotated[
     list[str] | None,
     typer.Option("--group", help="a group (project) you belong to; default $MATDX_GROUPS"),
 ]
 Admin = Annotated[
-    bool, typer.Option("--admin", help="act as store administrator: see and change every record")
+    bool,
+    typer.Option(
+        "--admin",
+        help="act as store administrator (PostgreSQL: members of the role matdx_admin only)",
+    ),
 ]
 Licenses = Annotated[
     list[str] | None,
@@ -126,11 +135,9 @@ def _split(values: list[str] | None) -> list[str]:
     return [part.strip() for value in values or [] for part in value.split(",") if part.strip()]
 
 
-def _requester(user: str | None, groups: list[str] | None, admin: bool) -> Any:
-    from matdx.store.access import Requester
-
-    found = Requester.from_environment(user, _split(groups) if groups is not None else None)
-    return Requester(found.user, found.groups, admin=admin)
+def _requester(client: Any, user: str | None, groups: list[str] | None, admin: bool) -> Any:
+    """The authenticated user (``--user`` may only name them; ``--admin`` needs the right)."""
+    return client.identity(user, _split(groups) if groups is not None else None, admin=admin)
 
 
 def _criteria(
@@ -216,8 +223,8 @@ def query(
             elements, any_elements, only_elements, formula, nsites, calculation, code, tag,
             ranges, campaign, access, owner, status,
         )  # fmt: skip
-        requester = _requester(user, group, admin)
         client = _client(home)
+        requester = _requester(client, user, group, admin)
         page = client.query(requester=requester, limit=limit, after=after, **criteria)
         total = client.count(requester=requester, **criteria) if count else None
     rows = [_summary_row(item) for item in page.items]
@@ -311,8 +318,12 @@ def set_access(
         from pydantic import ValidationError
 
         try:
-            changed = _client(home).set_access(
-                identifiers, requester=_requester(user, group, admin), reason=reason, **changes
+            client = _client(home)
+            changed = client.set_access(
+                identifiers,
+                requester=_requester(client, user, group, admin),
+                reason=reason,
+                **changes,
             )
         except ValidationError as err:
             problems = "; ".join(
@@ -393,10 +404,11 @@ def _make_export_command(fmt: ExportFormat, what: str, target: str) -> None:
             if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-9:
                 raise UserError(f"--split {split!r}: expected three shares adding up to 1")
             extra = {"fractions": fractions, "seed": seed} if fmt == ExportFormat.extxyz else {}
-            result = _client(home).export(
+            client = _client(home)
+            result = client.export(
                 fmt.value,
                 output,
-                requester=_requester(user, group, admin),
+                requester=_requester(client, user, group, admin),
                 licenses=license,
                 **extra,
                 **criteria,

@@ -7,7 +7,13 @@ from pathlib import Path
 from sqlalchemy import select
 
 from matdx.store.models import Job, ProvenanceEdge, Record
-from tests.conftest import matdx_cli
+from tests.conftest import cli_user, matdx_cli
+
+
+def home_is_sqlite() -> bool:
+    import os
+
+    return not os.environ.get("MATDX_STORE")
 
 MD = """\
 name: three-md
@@ -20,7 +26,7 @@ sweep: {temperature_K: [300, 600, 900]}
 
 
 def test_analyze_writes_linked_records_once(home, tmp_path, monkeypatch):
-    monkeypatch.setenv("MATDX_USER", "ada")
+    ada = cli_user(monkeypatch, "ada")
     campaign = tmp_path / "md.yaml"
     campaign.write_text(MD.replace("recipe: md", "recipe: md\nexport_control: true"))
     assert matdx_cli("submit", str(campaign)).returncode == 0
@@ -51,7 +57,7 @@ def test_analyze_writes_linked_records_once(home, tmp_path, monkeypatch):
             select(ProvenanceEdge).where(ProvenanceEdge.child_id.in_(
                 [r for r, _ in derived])))}
     assert len(derived) == 3
-    assert governance == {("ada", True)}  # the trajectories' owner and export control carry over
+    assert governance == {(ada, True)}  # the trajectories' owner and export control carry over
     assert set(edges.values()) == md_records  # each analysis is linked to its trajectory
     second = matdx_cli("analyze", "three-md", "--kernel", "rdf,msd,vacf", timeout=600)
     assert second.returncode == 0
@@ -60,4 +66,8 @@ def test_analyze_writes_linked_records_once(home, tmp_path, monkeypatch):
     assert bad.returncode == 2 and "voronoi" in bad.stderr
     monkeypatch.setenv("MATDX_USER", "bob")  # ada's campaign is private
     hidden = matdx_cli("analyze", "three-md", "--kernel", "rdf")
-    assert hidden.returncode != 0 and "not visible to bob" in hidden.stderr + hidden.stdout
+    said = hidden.stderr + hidden.stdout
+    if home_is_sqlite():  # no one else on SQLite: the name cannot even be claimed
+        assert hidden.returncode == 2 and "cannot claim another identity" in said
+    else:
+        assert hidden.returncode != 0 and "not visible to bob" in said

@@ -14,7 +14,7 @@ from matdx.store.governance import GovernanceChange, NotOwner, set_governance
 from matdx.store.models import AuditEntry, Campaign, Record
 from matdx.store.records import RecordSchemaError
 from matdx.store.search import RecordQuery, search_records
-from tests.conftest import matdx_cli
+from tests.conftest import cli_user, matdx_cli
 from tests.store.factory import artifact, crystal, document, insert_documents
 
 ADA = Requester("ada", frozenset({"alloys"}))
@@ -89,7 +89,71 @@ def test_embargo_shows_metadata_but_not_artifacts_until_its_date(store, records)
         later = {
             e.record.record_id for e in exportable_records(session, BOB, artifacts=True, now=after)
         }
-    assert embargoed in exported and embargoed not in with_artifacts and embargoed in later
+        group = {e.record.record_id for e in exportable_records(session, CARL, artifacts=True)}
+    # Its results leave the store with no export to outsiders until the date, then they do.
+    assert embargoed not in exported and embargoed not in with_artifacts and embargoed in later
+    assert embargoed in group
+
+
+DISCOVERY = {"formula", "elements", "calculation", "owner", "created_at", "embargo_until"}
+
+
+@pytest.mark.parametrize("reader", [BOB, ANONYMOUS], ids=["bob", "anonymous"])
+def test_an_embargo_shows_outsiders_discovery_metadata_only(client, records, reader):
+    embargoed = records["embargoed"]
+    [item] = [i for i in client.query(requester=reader).items if i["record_id"] == embargoed]
+    assert {k for k, v in item.items() if v not in (None, [], {})} == DISCOVERY | {
+        "record_id", "access"
+    }  # fmt: skip
+    assert item["formula"] == "Cu" and item["elements"] == ["Cu"] and item["owner"] == "ada"
+    [document] = [d for d in client.query(requester=reader, documents=True).items
+                  if d["record_id"] == embargoed]  # fmt: skip
+    shown = client.show(embargoed, requester=reader)
+    for view in (document, shown):
+        assert "results" not in view and "artifacts" not in view and "run" not in view
+        assert view["system"] == {"chemical_formula_reduced": "Cu", "elements": ["Cu"],
+                                  "nelements": 1}  # fmt: skip
+        assert view["method"] == {"calculation": "static"}
+        assert view["governance"]["embargo_until"].startswith(LATER.date().isoformat())
+        assert view["embargoed"] is True and view["created_at"]
+    # Ranges on results do not find it either (the value stays unknown to outsiders).
+    ranged = client.query(requester=reader, properties={"energy_per_atom": {"max": 0}})
+    assert embargoed not in {i["record_id"] for i in ranged.items}
+    assert records["public"] in {i["record_id"] for i in ranged.items}
+    # The owner and the project see everything; after the date, so does everyone.
+    for insider in (ADA, CARL):
+        assert client.show(embargoed, requester=insider)["results"]["energy"] == -1.0
+        [full] = [i for i in client.query(requester=insider).items if i["record_id"] == embargoed]
+        assert full["energy_per_atom"] == -1.0
+
+
+def test_status_lists_only_the_campaigns_the_user_may_see(home, client, monkeypatch):
+    from matdx.workflows import Flow
+    from matdx.workflows.submit import CampaignGraph
+    from tests.workflows import jobs
+
+    local = {"type": "local", "workers": 1}
+    for owner, access in (("ada", "private"), ("bob", "private"), ("ada", "public")):
+        client.submit(CampaignGraph(f"{owner}-{access}", [("t", Flow([jobs.add(1, 2)]))],
+                                    local, {}, owner=owner, access=access))  # fmt: skip
+    assert [s.name for s in client.status(requester=BOB)] == ["bob-private", "ada-public"]
+    assert [s.name for s in client.status(requester=ANONYMOUS)] == ["ada-public"]
+    with pytest.raises(LookupError, match="not visible to bob"):
+        client.status("ada-private", requester=BOB)
+    cli_user(monkeypatch, "bob")  # bob on PostgreSQL; the account running the tests on SQLite
+    shown = matdx_cli("status")
+    assert shown.returncode == 0, shown.stderr
+    assert "ada-public" in shown.stdout and "ada-private" not in shown.stdout
+
+
+def test_show_takes_an_id_prefix_literally(store, records, client):
+    record_id = records["public"]
+    assert client.show(record_id[:8], requester=ADA)["record_id"] == record_id
+    for pattern in ("%%%%", "____", record_id[:4] + "%", "_" + record_id[1:6]):
+        with pytest.raises(LookupError, match="no campaign, job or record matches"):
+            client.show(pattern, requester=ADA)
+    shown = matdx_cli("show", "%%%%")
+    assert shown.returncode == 2 and "no campaign, job or record matches" in shown.stderr
 
 
 def test_export_controlled_records_never_leave(store, records):
@@ -189,8 +253,9 @@ def test_a_campaign_change_sets_its_defaults_and_its_records(store):
 
 
 def test_set_access_on_the_command_line(home, store, records, monkeypatch):
-    monkeypatch.setenv("MATDX_USER", "ada")
-    record = records["private"][:10]
+    me = cli_user(monkeypatch, "ada")  # the account running the tests, on SQLite
+    [mine] = insert_documents(store, document(owner=me, seed=7))
+    record = mine[:10]
     bad = matdx_cli("records", "set-access", record, "--access", "secret")
     assert bad.returncode == 2 and bad.stderr.startswith("error:")
     assert "'private', 'group', 'embargoed' or 'public'" in bad.stderr
@@ -209,8 +274,12 @@ def test_set_access_on_the_command_line(home, store, records, monkeypatch):
     assert "1 record(s) changed" in done.stdout
     history = matdx_cli("records", "history", record)
     assert "private → embargoed" in history.stdout and "under review" in history.stdout
-    seen = json.loads(matdx_cli("query", "--user", "bob", "--format", "json").stdout)
-    assert records["private"] in {r["record_id"] for r in seen["records"]}
+    seen = matdx_cli("query", "--user", "bob", "--format", "json")
+    if store.backend == "sqlite":  # one account's store: no other name can be claimed
+        assert seen.returncode == 2 and "cannot claim another identity" in seen.stderr
+        assert "PostgreSQL" in seen.stderr
+    else:
+        assert mine in {r["record_id"] for r in json.loads(seen.stdout)["records"]}
 
 
 def test_embargoed_artifacts_cannot_be_fetched_until_the_date(client, records, tmp_path):
@@ -229,9 +298,8 @@ def test_show_results_and_history_follow_the_access_rules(client, records, tmp_p
         client.history(records["private"], requester=BOB)
     assert client.show(records["public"], requester=BOB)["record_id"] == records["public"]
 
-    monkeypatch.setenv("MATDX_USER", "ada")  # ada's private campaign: its jobs and outputs
-    campaign = tmp_path / "c.yaml"
-    campaign.write_text("name: adas\nrecipe: static\nstructures: [{bulk: [Cu]}]\n")
+    campaign = tmp_path / "c.yaml"  # ada's private campaign: its jobs and outputs
+    campaign.write_text("name: adas\nowner: ada\nrecipe: static\nstructures: [{bulk: [Cu]}]\n")
     client.submit(campaign)
     assert client.show("adas", requester=ADA)["name"] == "adas"
     for look in (client.show, client.results):

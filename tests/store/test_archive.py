@@ -88,13 +88,14 @@ def test_archive_from_sqlite_into_postgresql(source, target, tmp_path, monkeypat
     assert len(before["edges"]) == 1  # the analysis used the MD record
     assert target.store.backend == "postgresql"
 
-    first = target.import_archive(tmp_path / "share.tar.gz")
+    first = target.import_archive(tmp_path / "share.tar.gz", requester=ADA)
     assert (first.records_added, first.objects_added) == (4, 3)
     assert snapshot(target) == before
     assert verify_artifacts(target.store).ok
 
     monkeypatch.setenv("MATDX_HOME", str(target.home))
     monkeypatch.setenv("MATDX_STORE", target.store.url)
+    monkeypatch.setenv("MATDX_USER", "ada")
     again = matdx_cli("import", str(tmp_path / "share.tar.gz"))
     assert again.returncode == 0, again.stderr
     assert "0 record(s) added, 4 already present; 0 artifact(s) added" in again.stdout
@@ -126,12 +127,12 @@ def test_altered_or_corrupt_archives_are_refused(source, target, tmp_path):
         bad = tmp_path / f"{change.__name__}.tar"
         rewrite(tmp_path / "share.tar", bad, change)
         with pytest.raises(ArchiveError, match=message):
-            target.import_archive(bad)
+            target.import_archive(bad, requester=ADA)
     with target.store.transaction() as session:
         assert session.scalar(select(func.count()).select_from(Record)) == 0
     (tmp_path / "junk.tar").write_bytes(b"not a tar")
     with pytest.raises(ArchiveError, match="not a readable tar archive"):
-        target.import_archive(tmp_path / "junk.tar")
+        target.import_archive(tmp_path / "junk.tar", requester=ADA)
 
 
 def test_archives_carry_only_exportable_records(source, tmp_path):

@@ -158,9 +158,9 @@ def test_ase_database_and_parquet_table(client, computed, tmp_path):
 
 
 def test_export_on_the_command_line(home, client, computed, monkeypatch, tmp_path):
-    from tests.conftest import matdx_cli
+    from tests.conftest import cli_user, matdx_cli
 
-    monkeypatch.setenv("MATDX_USER", "ada")
+    cli_user(monkeypatch, "ada")  # the records are public: anyone exports them
     done = matdx_cli("export", "extxyz", str(tmp_path / "cli"), "--split", "0.5,0.25,0.25",
                      "--calculation", "md")  # fmt: skip
     assert done.returncode == 0, done.stderr

@@ -15,7 +15,7 @@ from matdx.store.search import (
     reduced_formula,
     search_records,
 )
-from tests.conftest import matdx_cli
+from tests.conftest import cli_user, matdx_cli
 from tests.store.factory import crystal, document, insert_documents
 
 ADA = Requester("ada")
@@ -145,7 +145,13 @@ def test_reduced_formula():
 
 
 def test_query_on_the_command_line(home, store, records, monkeypatch):
-    monkeypatch.setenv("MATDX_USER", "ada")
+    from matdx.store.access import Requester
+    from matdx.store.governance import GovernanceChange, set_governance
+
+    with store.transaction() as session:  # ada's records, for everyone to find
+        set_governance(session, Requester("ada"), GovernanceChange(access="public"),
+                       record_ids=records.values())  # fmt: skip
+    cli_user(monkeypatch, "ada")
     found = matdx_cli(
         "query", "-e", "Cu,O", "--range", "band_gap=1:3", "--format", "json", "--count"
     )

@@ -122,3 +122,11 @@ def resources_after_memory_error(marker):
 @job(resources={"cores": 64})
 def wide():
     return 64
+
+
+@job
+def add_reading(job_id):
+    """Adds a job that reads the output of job ``job_id`` (of any campaign) plus one."""
+    from matdx.workflows.reference import OutputReference
+
+    return Response(output=0, addition=Flow([add(OutputReference(job_id), 1)]))
