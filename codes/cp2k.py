@@ -55,7 +55,7 @@ from ase.io import read as ase_read
 from ase.units import Bohr, GPa, Hartree
 
 from matdx.codes.base import Template, read_parameters_record, write_parameters_record
-from matdx.codes.errors import InputError, NoCorrection, ReadError, SCFError
+from matdx.codes.errors import InputError, Kind, NoCorrection, ReadError, SCFError
 from matdx.codes.execution import Profile
 from matdx.codes.handlers import (
     Correction,
@@ -461,7 +461,7 @@ class Cp2kTemplate(Template):
         out = parse_cp2k_output(path.read_text(errors="replace"))
         if out["abort"]:
             raise ReadError(
-                directory, f"CP2K aborted: {out['abort']}", kind="science", path=path
+                directory, f"CP2K aborted: {out['abort']}", kind="input", path=path
             )
         if not out["ended"]:
             raise ReadError(directory, f"{OUTPUT} is truncated: no 'PROGRAM ENDED'", path=path)
@@ -554,6 +554,7 @@ class Cp2kSCF(ErrorHandler):
     """
 
     name = "scf_unconverged"
+    kind: ClassVar[Kind] = "numerical"
     error_class = SCFError
     default_max_corrections = 3
     _pattern = re.compile(r"SCF run NOT converged|outer SCF loop FAILED to converge")
@@ -633,6 +634,7 @@ class Cp2kCholesky(ErrorHandler):
     """
 
     name = "cholesky"
+    kind: ClassVar[Kind] = "numerical"
     default_max_corrections = 2
     _pattern = re.compile(r"Cholesky decomposition failed|cp_fm_cholesky_decompose")
 
@@ -695,6 +697,7 @@ class Cp2kGeoOpt(ErrorHandler):
     ``cp2k-pos-1.xyz`` with twice ``MAX_ITER``."""
 
     name = "ionic_unconverged"
+    kind: ClassVar[Kind] = "numerical"
     default_max_corrections = 3
 
     def detect(self, directory: Path) -> bool:

@@ -59,6 +59,7 @@ from matdx.codes.base import (
 )
 from matdx.codes.errors import (
     InputError,
+    Kind,
     NoCorrection,
     PseudopotentialNotFound,
     ReadError,
@@ -697,7 +698,7 @@ class EspressoTemplate(Template):
         out = parse_pw_output(path.read_text(errors="replace"))
         if out.error is not None:
             raise ReadError(
-                directory, f"pw.x stopped with an error: {out.error}", kind="science", path=path
+                directory, f"pw.x stopped with an error: {out.error}", kind="input", path=path
             )
         if not out.job_done:
             raise ReadError(directory, f"{OUTPUT} is truncated: no 'JOB DONE'", path=path)
@@ -1126,6 +1127,7 @@ class EspressoSCF(ErrorHandler):
     """
 
     name = "scf_unconverged"
+    kind: ClassVar[Kind] = "numerical"
     error_class = SCFError
     default_max_corrections = 3
     _pattern = re.compile(r"convergence NOT achieved after\s+(\d+)\s+iterations")
@@ -1183,6 +1185,7 @@ class EspressoIonic(ErrorHandler):
     """
 
     name = "ionic_unconverged"
+    kind: ClassVar[Kind] = "numerical"
     default_max_corrections = 3
 
     def detect(self, directory: Path) -> bool:
@@ -1220,6 +1223,7 @@ class EspressoDiagonalization(ErrorHandler):
     """
 
     name = "diagonalization"
+    kind: ClassVar[Kind] = "numerical"
     default_max_corrections = 1
     _pattern = re.compile(
         r"S matrix not positive definite|problems computing cholesky"
@@ -1281,6 +1285,7 @@ class EspressoBands(ErrorHandler):
     """
 
     name = "too_few_bands"
+    kind: ClassVar[Kind] = "input"
     default_max_corrections = 2
     _pattern = re.compile(r"too few bands|too many bands are required|cannot bracket Ef")
 
@@ -1308,6 +1313,7 @@ class EspressoSmearing(ErrorHandler):
     """
 
     name = "smearing_needed"
+    kind: ClassVar[Kind] = "input"
     default_max_corrections = 1
 
     def detect(self, directory: Path) -> bool:

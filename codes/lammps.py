@@ -68,7 +68,7 @@ from ase.data import atomic_masses, atomic_numbers
 from ase.units import bar, fs
 
 from matdx.codes.base import Template, read_parameters_record, write_parameters_record
-from matdx.codes.errors import InputError, NoCorrection, ReadError
+from matdx.codes.errors import InputError, Kind, NoCorrection, ReadError
 from matdx.codes.execution import Profile
 from matdx.codes.handlers import Correction, ErrorHandler, Interrupted, OutOfMemory, read_text
 from matdx.codes.results import CalculationResult, file_sha256
@@ -585,7 +585,7 @@ class LammpsTemplate(Template):
         log = read_log(log_path.read_text(errors="replace"))
         if log.error:
             raise ReadError(
-                directory, f"LAMMPS stopped with an error: {log.error}", kind="science",
+                directory, f"LAMMPS stopped with an error: {log.error}", kind="input",
                 path=log_path,
             )
         if not log.finished:
@@ -732,6 +732,7 @@ class LammpsLostAtoms(ErrorHandler):
     """
 
     name = "lost_atoms"
+    kind: ClassVar[Kind] = "numerical"
     default_max_corrections = 3
     _pattern = re.compile(r"ERROR.*(Lost atoms|Out of range atoms)")
 
@@ -776,6 +777,7 @@ class LammpsMinimization(ErrorHandler):
     """
 
     name = "ionic_unconverged"
+    kind: ClassVar[Kind] = "numerical"
     default_max_corrections = 3
 
     def detect(self, directory: Path) -> bool:

@@ -54,7 +54,7 @@ from pymatgen.io.vasp.outputs import Outcar, Vasprun
 from pymatgen.io.vasp.sets import MPNonSCFSet, MPRelaxSet, MPStaticSet
 
 from matdx.codes.base import Template, read_parameters_record, write_parameters_record
-from matdx.codes.errors import InputError, NoCorrection, ReadError, SCFError
+from matdx.codes.errors import InputError, Kind, NoCorrection, ReadError, SCFError
 from matdx.codes.execution import Profile
 from matdx.codes.handlers import (
     Correction,
@@ -407,6 +407,7 @@ class VaspSCF(ErrorHandler):
     """
 
     name = "scf_unconverged"
+    kind: ClassVar[Kind] = "numerical"
     error_class = SCFError
     default_max_corrections = 3
 
@@ -456,6 +457,7 @@ class VaspPositiveEnergy(ErrorHandler):
     """
 
     name = "positive_energy"
+    kind: ClassVar[Kind] = "numerical"
     default_max_corrections = 2
 
     def detect(self, directory: Path) -> bool:
@@ -495,6 +497,7 @@ class VaspTooFewBands(ErrorHandler):
     """
 
     name = "too_few_bands"
+    kind: ClassVar[Kind] = "input"
     default_max_corrections = 3
     _pattern = re.compile(r"TOO FEW BANDS")
 
@@ -554,6 +557,7 @@ class VaspAliasing(ErrorHandler):
     """
 
     name = "aliasing"
+    kind: ClassVar[Kind] = "input"
     default_max_corrections = 2
     _pattern = re.compile(
         r"aliasing( \(wrap around\))? errors must be expected|FFT grids \(NGX,NGY,NGZ\) are not"
@@ -601,6 +605,7 @@ class VaspLreal(ErrorHandler):
     """
 
     name = "lreal"
+    kind: ClassVar[Kind] = "input"
     default_max_corrections = 1
     _pattern = re.compile(
         r"REAL_OPTLAY: internal error|REAL_OPT: internal ERROR|RSPHER: internal ERROR"
@@ -647,6 +652,7 @@ class VaspMaxForce(ErrorHandler):
     """
 
     name = "max_force"
+    kind: ClassVar[Kind] = "numerical"
     default_max_corrections = 3
 
     def __init__(self, max_force: float = 0.25, max_corrections: int | None = None) -> None:
@@ -699,6 +705,7 @@ class VaspIonic(ErrorHandler):
     """
 
     name = "ionic_unconverged"
+    kind: ClassVar[Kind] = "numerical"
     default_max_corrections = 3
 
     def detect(self, directory: Path) -> bool:

@@ -39,7 +39,8 @@ class CorrectableFailure(RuntimeError):
     Attributes
     ----------
     kind
-        ``"science"`` or ``"infrastructure"`` (walltime, node failure, out of memory).
+        The failure kind: ``"input"``, ``"numerical"``, ``"resources"``, ``"program"`` or
+        ``"infrastructure"`` (see :mod:`matdx.codes.errors`).
     correction
         None, or ``{"handler", "description", "max_corrections", "inputs_update",
         "resources_update"}`` for the engine's recover step.

@@ -284,7 +284,7 @@ def test_recorded_cholesky_failure_changes_orthogonalisation(template, tmp_path)
 
 def test_recorded_out_of_memory(template):
     err = explain_failure(template, CASES / "oom", {}, water())
-    assert err.kind == "infrastructure" and err.correction.resources == {"ranks_factor": 0.5}
+    assert err.kind == "resources" and err.correction.resources == {"ranks_factor": 0.5}
 
 
 def test_write_input_never_mutates(template, tmp_path):
@@ -302,12 +302,12 @@ def test_write_input_never_mutates(template, tmp_path):
 
 
 @programs
-def test_timeout_is_infrastructure_and_reruns(template, profile, tmp_path):
+def test_timeout_is_a_resources_failure_and_reruns(template, profile, tmp_path):
     atoms = water()
     atoms.positions[1] += [0.0, 0.1, 0.05]
     with pytest.raises(CalculationFailed) as info:
         run_calculation(template, profile, tmp_path, atoms, H2O, "relax", timeout_s=1.5)
     err = info.value
-    assert err.kind == "infrastructure" and err.handlers == ("walltime",)
+    assert err.kind == "resources" and err.handlers == ("walltime",)
     assert err.correction.resources == {"walltime_factor": 1.5}
     assert handlers_firing(template, tmp_path) == {"walltime"}

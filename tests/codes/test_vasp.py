@@ -162,7 +162,7 @@ def test_max_force_continues_from_contcar_with_a_force_criterion(template):
 def test_nonconvergence_changes_algo_and_mixing(template, tmp_path):
     directory = CASES / "nonconv"
     err = explain_failure(template, directory, {}, poscar("nonconv"))
-    assert isinstance(err, SCFError) and err.kind == "science"
+    assert isinstance(err, SCFError) and err.kind == "numerical"
     assert err.correction.parameter_updates == {"incar": {"ALGO": "Normal", "NELM": 100}}
     # the ladder: after Normal comes All, then gentler mixing, then nothing
     handler = VaspSCF()
@@ -231,7 +231,7 @@ def test_lreal_problem_in_a_large_cell(template, tmp_path):
 
 def test_out_of_memory_is_infrastructure_with_fewer_ranks(template):
     err = explain_failure(template, CASES / "oom", {}, bulk("Si"))
-    assert err.kind == "infrastructure" and err.handlers == ("out_of_memory",)
+    assert err.kind == "resources" and err.handlers == ("out_of_memory",)
     assert err.correction.resources == {"ranks_factor": 0.5}
     assert err.correction.parameter_updates == {}
 
