@@ -109,6 +109,11 @@ class Correction:
     resources : dict
         Resource changes as factors: ``ranks_factor`` (e.g. 0.5: half the MPI ranks, so each
         has more memory), ``memory_factor``, ``walltime_factor``.
+    errors : tuple of str
+        The error names the handler found (custodian's names for its handlers).
+    actions : tuple of dict
+        The handler's own declarative actions, verbatim (custodian's ``{"dict": "INCAR",
+        "action": {"_set": {...}}}``), recorded in the provenance.
     """
 
     handler: str
@@ -116,6 +121,8 @@ class Correction:
     parameter_updates: dict[str, Any] = field(default_factory=dict)
     restart_structure: Atoms | None = None
     resources: dict[str, float] = field(default_factory=dict)
+    errors: tuple[str, ...] = ()
+    actions: tuple[dict[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.resources) - set(RESOURCE_KEYS))
@@ -137,6 +144,8 @@ class Correction:
                 None if self.restart_structure is None else atoms_to_dict(self.restart_structure)
             ),
             "resources": dict(self.resources),
+            "errors": list(self.errors),
+            "actions": copy.deepcopy(list(self.actions)),
         }
 
 

@@ -208,6 +208,9 @@ def _correction(failure: Any, template: Any, parameters: Mapping[str, Any],
                  if isinstance(value, int | float) and math.isfinite(value)}
     return {
         "handler": correction.handler,
+        "kind": failure.kind,
+        "errors": list(correction.errors),
+        "actions": encode(list(correction.actions)),
         "description": correction.description,
         "max_corrections": int(budget),
         "inputs_update": {"kwargs": kwargs},
