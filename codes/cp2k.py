@@ -55,6 +55,7 @@ from ase.io import read as ase_read
 from ase.units import Bohr, GPa, Hartree
 
 from matdx.codes.base import Template, read_parameters_record, write_parameters_record
+from matdx.codes.custodian_handlers import CustodianHandler, Diagnosis, Translation
 from matdx.codes.errors import InputError, Kind, NoCorrection, ReadError, SCFError
 from matdx.codes.execution import Profile
 from matdx.codes.handlers import (
@@ -75,6 +76,7 @@ __all__ = [
     "Cp2kInterrupted",
     "Cp2kSCF",
     "Cp2kTemplate",
+    "custodian_handlers",
     "format_cp2k_input",
     "parse_cp2k_input",
     "parse_cp2k_output",
@@ -276,11 +278,15 @@ class Cp2kTemplate(Template):
     install_hint = "apt-get install cp2k cp2k-data"
 
     def default_handlers(self) -> tuple[ErrorHandler, ...]:
+        """matdx's SCF, Cholesky and geometry handlers (tested on real CP2K runs) first, then
+        custodian's for what they do not know (an abort, stagnant imprecise SCF, a run stuck in
+        the OT preconditioner), then the walltime restart."""
         return (
             OutOfMemory((OUTPUT, ERROR)),
             Cp2kCholesky(),
             Cp2kSCF(),
             Cp2kGeoOpt(),
+            *custodian_handlers(),
             Cp2kInterrupted(),
         )
 
@@ -533,6 +539,52 @@ class Cp2kTemplate(Template):
 
 
 # --------------------------------------------------------------------------- handlers
+
+
+def _tree_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
+    """Nested updates turning input tree ``before`` into ``after`` (``None`` removes)."""
+    changes: dict[str, Any] = {}
+    for key, value in after.items():
+        old = before.get(key)
+        if isinstance(value, Mapping) and isinstance(old, Mapping):
+            inner = _tree_changes(old, value)
+            if inner:
+                changes[key] = inner
+        elif old != value:
+            changes[key] = value
+    changes.update({key: None for key in before if key not in after})
+    return changes
+
+
+def translate_custodian(directory: Path, corrected: Path, diagnosis: Diagnosis) -> Translation:
+    """The ``input`` updates that turn the failed run's ``cp2k.inp`` into the one custodian
+    rewrote (both read with :func:`parse_cp2k_input`, so only real changes remain)."""
+    before = parse_cp2k_input((directory / INPUT).read_text())
+    after = parse_cp2k_input((corrected / INPUT).read_text())
+    changes = _tree_changes(before, after)
+    return Translation({"input": changes} if changes else {})
+
+
+def custodian_handlers() -> tuple[CustodianHandler, ...]:
+    """Custodian's CP2K handlers that matdx's own do not replace."""
+    from custodian.cp2k import handlers as cc
+
+    def wrap(make: Any, name: str, kind: Kind, **kwargs: Any) -> CustodianHandler:
+        return CustodianHandler(make, f"custodian.{name}", kind, translate_custodian, **kwargs)
+
+    files = {"input_file": INPUT, "output_file": OUTPUT}
+    return (
+        wrap(lambda: cc.AbortHandler(**files), "AbortHandler", "numerical",
+             error_kinds={"cholesky": "numerical"}),
+        wrap(lambda: cc.UnconvergedScfErrorHandler(**files), "UnconvergedScfErrorHandler",
+             "numerical", error_class=SCFError),
+        wrap(lambda: cc.NumericalPrecisionHandler(**files), "NumericalPrecisionHandler",
+             "numerical", error_class=SCFError),
+        # a dead run directory is always "frozen" by its age: act only on a run stuck in the
+        # preconditioner, whose rerun would stick again with a longer walltime
+        wrap(lambda: cc.FrozenJobErrorHandler(timeout=0, **files), "FrozenJobErrorHandler",
+             "numerical", found=lambda h: bool(getattr(h, "frozen_preconditioner", False))),
+    )
 
 
 def _input(directory: Path) -> dict[str, Any]:

@@ -121,6 +121,9 @@ class CustodianHandler(ErrorHandler):
         Failure kind per custodian error name, for handlers that find several kinds.
     error_class
         :class:`CalculationFailed` subclass raised when this handler explains a failure.
+    found
+        Further condition on the custodian handler after a positive ``check`` (e.g. that
+        CP2K's frozen job was stuck in the preconditioner), or None.
     max_corrections
         Budget of this handler per calculation (default 5).
     """
@@ -136,6 +139,7 @@ class CustodianHandler(ErrorHandler):
         *,
         error_kinds: Mapping[str, Kind] | None = None,
         error_class: type[CalculationFailed] = CalculationFailed,
+        found: Callable[[Any], bool] | None = None,
         max_corrections: int | None = None,
     ) -> None:
         super().__init__(max_corrections)
@@ -145,6 +149,7 @@ class CustodianHandler(ErrorHandler):
         self.translate = translate
         self.error_kinds = dict(error_kinds or {})
         self.error_class = error_class  # type: ignore[misc]
+        self.found = found
 
     def _run(self, directory: Path, correct: bool) -> tuple[Diagnosis, Translation | None] | None:
         directory = Path(directory)
@@ -157,7 +162,7 @@ class CustodianHandler(ErrorHandler):
                 found = handler.check(str(scratch))
             except (OSError, ValueError, KeyError, IndexError, AttributeError):
                 return None  # the files this handler reads are missing or unreadable
-            if not found:
+            if not found or (self.found is not None and not self.found(handler)):
                 return None
             if not correct:
                 errors = getattr(handler, "errors", None) or ()

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from pymatgen.io.vasp.inputs import Incar, Kpoints, Poscar
 
+from matdx.codes.cp2k import Cp2kTemplate, parse_cp2k_input
 from matdx.codes.custodian_handlers import CustodianHandler
 from matdx.codes.errors import NoCorrection
 from matdx.codes.vasp import VaspTemplate
@@ -41,6 +42,14 @@ CASES = [
     ("nonconv", "custodian.NonConvergingErrorHandler"),
     ("static_smearing", "custodian.IncorrectSmearingHandler"),
     ("scan_metal", "custodian.KspacingMetalHandler"),
+]
+CP2K_CASES = [
+    ("cp2k/cp2k.out.cholesky", "custodian.AbortHandler"),
+    ("cp2k/cp2k.out.unconverged", "custodian.UnconvergedScfErrorHandler"),
+    ("cp2k/cp2k.out.imprecise", "custodian.NumericalPrecisionHandler"),
+    ("cp2k/cp2k.out.precondstuck", "custodian.FrozenJobErrorHandler"),
+    ("cp2k/cp2k.out.hybrid", "custodian.UnconvergedScfErrorHandler"),
+    ("cp2k/cp2k.out.conv", "custodian.UnconvergedScfErrorHandler"),
 ]
 TABLE: list[tuple[str, str, str, str]] = []
 
@@ -67,6 +76,43 @@ def make_run_dir(case: str, directory: Path) -> Path:
     target = "std_err.txt" if case.startswith("std_err") else "vasp.out"
     _copy(SOURCE / case, directory / target)
     return directory
+
+
+def make_cp2k_run_dir(case: str, directory: Path) -> Path:
+    directory.mkdir()
+    shutil.copy(SOURCE / "cp2k" / "cp2k.inp.orig", directory / "cp2k.inp")
+    shutil.copy(SOURCE / case, directory / "cp2k.out")
+    return directory
+
+
+@pytest.mark.parametrize(("case", "name"), CP2K_CASES)
+def test_cp2k_matdx_reaches_custodians_error_and_correction(case, name, tmp_path):
+    handler = {h.name: h for h in Cp2kTemplate().default_handlers()}[name]
+    theirs_dir = make_cp2k_run_dir(case, tmp_path / "custodian")
+    ours_dir = make_cp2k_run_dir(case, tmp_path / "matdx")
+    theirs = custodian_directly(handler, theirs_dir)
+    if isinstance(theirs, dict) and name.endswith("FrozenJobErrorHandler"):
+        assert theirs["errors"] == ["Frozen preconditioner"]  # what matdx acts on
+    if theirs is None:
+        assert not handler.detect(ours_dir)
+        TABLE.append((case, name, "-", "custodian finds nothing; matdx neither"))
+        return
+    if isinstance(theirs, Exception) or not theirs.get("actions"):
+        with pytest.raises(NoCorrection):
+            handler.correct(ours_dir, {}, None)
+        TABLE.append((case, name, "-", "no action (custodian: none or its own error)"))
+        return
+    ours = handler.correct(ours_dir, {}, None)
+    assert list(ours.errors) == list(theirs["errors"])
+    assert list(ours.actions) == list(theirs["actions"])
+    # the input of the next attempt: the failed one with matdx's updates equals custodian's
+    from matdx.codes.handlers import deep_merge
+
+    rebuilt = deep_merge(parse_cp2k_input((ours_dir / "cp2k.inp").read_text()),
+                         ours.parameter_updates["input"])
+    assert rebuilt == parse_cp2k_input((theirs_dir / "cp2k.inp").read_text())
+    TABLE.append((case, name, ",".join(ours.errors),
+                  "; ".join(str(a["action"]) for a in ours.actions)))
 
 
 def custodian_directly(handler: CustodianHandler, directory: Path):
@@ -125,8 +171,8 @@ def test_matdx_reaches_custodians_error_and_correction(case, name, tmp_path):
 
 
 def test_print_the_table():
-    """The table of the cases above (printed with ``pytest -s``)."""
+    """The table of the cases compared above in this session (printed with ``pytest -s``)."""
     width = max((len(row[0]) for row in TABLE), default=10)
     for case, name, errors, action in TABLE:
         print(f"{case:<{width}}  {name.removeprefix('custodian.'):<28} {errors:<18} {action}")
-    assert len(TABLE) == len(CASES)
+    assert {(case, name) for case, name, *_ in TABLE} <= {*CASES, *CP2K_CASES}
