@@ -26,7 +26,8 @@ from __future__ import annotations
 import json
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -51,6 +52,7 @@ from matdx.codes.execution import (
 )
 from matdx.codes.handlers import Correction, ErrorHandler
 from matdx.codes.results import CalculationResult
+from matdx.safety.text import UnsafeValueError
 
 __all__ = [
     "PARAMETERS_FILE",
@@ -58,11 +60,26 @@ __all__ = [
     "diagnose",
     "explain_failure",
     "read_parameters_record",
+    "refusing_unsafe_values",
     "run_calculation",
     "write_parameters_record",
 ]
 
 PARAMETERS_FILE = "parameters.json"
+
+
+@contextmanager
+def refusing_unsafe_values() -> Iterator[None]:
+    """Turn a :class:`~matdx.safety.text.UnsafeValueError` raised by the checks of user
+    values in the block into an :class:`InputError` (a setup error: nothing is written).
+
+    Every template checks the strings of its parameters with :mod:`matdx.safety.text` inside
+    this block at the start of ``write_input``, before any file is written.
+    """
+    try:
+        yield
+    except UnsafeValueError as err:
+        raise InputError(str(err)) from err
 
 
 def write_parameters_record(

@@ -54,7 +54,12 @@ from ase import Atoms
 from ase.io import read as ase_read
 from ase.units import Bohr, GPa, Hartree
 
-from matdx.codes.base import Template, read_parameters_record, write_parameters_record
+from matdx.codes.base import (
+    Template,
+    read_parameters_record,
+    refusing_unsafe_values,
+    write_parameters_record,
+)
 from matdx.codes.custodian_handlers import CustodianHandler, Diagnosis, Translation
 from matdx.codes.errors import InputError, Kind, NoCorrection, ReadError, SCFError
 from matdx.codes.execution import Profile
@@ -69,6 +74,7 @@ from matdx.codes.handlers import (
 from matdx.codes.kpoints import kpoint_grid
 from matdx.codes.results import CalculationResult, atoms_from_dict, atoms_to_dict
 from matdx.codes.trajectory import Frames
+from matdx.safety.text import check_keys, check_tree
 
 __all__ = [
     "Cp2kCholesky",
@@ -83,6 +89,10 @@ __all__ = [
 ]
 
 INPUT, OUTPUT, ERROR, PROJECT = "cp2k.inp", "cp2k.out", "cp2k.err", "cp2k"
+# Section and keyword names of raw ``input`` sections (``_`` is the section parameter,
+# ``_lines`` raw lines, KIND labels are element-like words).
+CP2K_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+CP2K_NAME_RULE = "a CP2K section or keyword name (letters, digits, _ and -)"
 _RUN_TYPES = {"static": "ENERGY_FORCE", "relax": "GEO_OPT"}
 _VERSION = re.compile(r"CP2K\| version string:\s+CP2K version (\S+)")
 _KEYS = frozenset(
@@ -315,6 +325,10 @@ class Cp2kTemplate(Template):
         unknown = sorted(set(parameters) - _KEYS)
         if unknown:
             raise InputError(f"parameters: unknown keys {unknown}; accepted: {sorted(_KEYS)}")
+        with refusing_unsafe_values():
+            check_tree(dict(parameters), "parameters")
+            raw = {k: v for k, v in dict(parameters.get("input") or {}).items()}
+            check_keys(raw, "parameters.input", CP2K_NAME, CP2K_NAME_RULE)
         if len(atoms) == 0:
             raise InputError("atoms: empty structure")
         tree = self._tree(atoms, parameters, calculation)

@@ -53,7 +53,12 @@ from pymatgen.io.vasp.inputs import POTCAR_STATS_PATH, Incar, Kpoints, Poscar
 from pymatgen.io.vasp.outputs import Outcar, Vasprun
 from pymatgen.io.vasp.sets import MPNonSCFSet, MPRelaxSet, MPStaticSet
 
-from matdx.codes.base import Template, read_parameters_record, write_parameters_record
+from matdx.codes.base import (
+    Template,
+    read_parameters_record,
+    refusing_unsafe_values,
+    write_parameters_record,
+)
 from matdx.codes.custodian_handlers import CustodianHandler, Diagnosis, Translation
 from matdx.codes.errors import InputError, Kind, NoCorrection, ReadError, SCFError
 from matdx.codes.execution import Profile
@@ -67,6 +72,7 @@ from matdx.codes.handlers import (
 from matdx.codes.kpoints import kpoint_grid
 from matdx.codes.results import CalculationResult, band_gap
 from matdx.codes.trajectory import Frames
+from matdx.safety.text import check_keys, check_tree, check_word
 
 __all__ = [
     "ERROR_KINDS",
@@ -87,6 +93,10 @@ _SETS = {
     "nscf": (MPNonSCFSet, {}),
     "bands": (MPNonSCFSet, {}),
 }
+# INCAR tags are upper-case words; values may not hold ";" (a second tag on the same line)
+# or a comment character.
+INCAR_TAG = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+INCAR_TAG_RULE = "an INCAR tag (letters, digits and _)"
 _KEYS = frozenset({"incar", "kpoints", "potcar", "potcar_functional", "parent_directory"})
 _RELAX_IBRION = {1, 2, 3}
 
@@ -228,6 +238,16 @@ class VaspTemplate(Template):
         unknown = sorted(set(parameters) - _KEYS)
         if unknown:
             raise InputError(f"parameters: unknown keys {unknown}; accepted: {sorted(_KEYS)}")
+        with refusing_unsafe_values():
+            checked = {k: v for k, v in parameters.items() if k != "kpoints"}
+            check_tree(checked, "parameters")  # kpoints.file is parsed by _kpoints_file
+            check_keys(dict(parameters.get("incar") or {}), "parameters.incar", INCAR_TAG,
+                       INCAR_TAG_RULE, forbidden=";#!")
+            for element, symbol in dict(parameters.get("potcar") or {}).items():
+                check_word(symbol, f"parameters.potcar.{element}")
+            kpoints_text = {k: v for k, v in dict(parameters.get("kpoints") or {}).items()
+                            if k != "file"}
+            check_tree(kpoints_text, "parameters.kpoints")
         if len(atoms) == 0:
             raise InputError("atoms: empty structure")
         structure: Structure = AseAtomsAdaptor.get_structure(atoms)
