@@ -21,6 +21,7 @@ corrected inputs of the previous attempt), as custodian's handlers mostly do the
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -155,30 +156,41 @@ class CustodianHandler(ErrorHandler):
         directory = Path(directory)
         if not directory.is_dir():
             return None
+        quiet = logging.getLogger("custodian")
+        level = quiet.level
         with scratch_copy(directory) as scratch, warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            handler = self.make()
+            quiet.setLevel(logging.CRITICAL)  # custodian logs every error it finds
             try:
-                found = handler.check(str(scratch))
-            except (OSError, ValueError, KeyError, IndexError, AttributeError):
-                return None  # the files this handler reads are missing or unreadable
-            if not found or (self.found is not None and not self.found(handler)):
-                return None
-            if not correct:
-                errors = getattr(handler, "errors", None) or ()
-                return Diagnosis(tuple(sorted(map(str, errors))), ()), None
-            try:
-                outcome = handler.correct(str(scratch)) or {}
-            except (OSError, ValueError, KeyError, IndexError, AttributeError) as err:
-                raise NoCorrection(
-                    f"{self.name}: custodian found {sorted(getattr(handler, 'errors', ()))} "
-                    f"but its correction failed ({type(err).__name__}: {err})"
-                ) from err
-            diagnosis = Diagnosis(
-                tuple(str(e) for e in outcome.get("errors") or ()),
-                tuple(dict(a) for a in outcome.get("actions") or ()),
-            )
-            return diagnosis, self.translate(directory, scratch, diagnosis)
+                return self._check_and_correct(directory, scratch, correct)
+            finally:
+                quiet.setLevel(level)
+
+    def _check_and_correct(self, directory: Path, scratch: Path, correct: bool
+                           ) -> tuple[Diagnosis, Translation | None] | None:
+        """custodian's check (and correct) on ``scratch``, a copy of ``directory``."""
+        handler = self.make()
+        try:
+            found = handler.check(str(scratch))
+        except (OSError, ValueError, KeyError, IndexError, AttributeError):
+            return None  # the files this handler reads are missing or unreadable
+        if not found or (self.found is not None and not self.found(handler)):
+            return None
+        if not correct:
+            errors = getattr(handler, "errors", None) or ()
+            return Diagnosis(tuple(sorted(map(str, errors))), ()), None
+        try:
+            outcome = handler.correct(str(scratch)) or {}
+        except (OSError, ValueError, KeyError, IndexError, AttributeError) as err:
+            raise NoCorrection(
+                f"{self.name}: custodian found {sorted(getattr(handler, 'errors', ()))} "
+                f"but its correction failed ({type(err).__name__}: {err})"
+            ) from err
+        diagnosis = Diagnosis(
+            tuple(str(e) for e in outcome.get("errors") or ()),
+            tuple(dict(a) for a in outcome.get("actions") or ()),
+        )
+        return diagnosis, self.translate(directory, scratch, diagnosis)
 
     def diagnose(self, directory: Path) -> Diagnosis | None:
         """Custodian's errors and actions for ``directory`` (None when it finds nothing)."""
