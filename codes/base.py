@@ -26,7 +26,8 @@ from __future__ import annotations
 import json
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -51,6 +52,7 @@ from matdx.codes.execution import (
 )
 from matdx.codes.handlers import Correction, ErrorHandler
 from matdx.codes.results import CalculationResult
+from matdx.safety.text import UnsafeValueError
 
 __all__ = [
     "PARAMETERS_FILE",
@@ -58,11 +60,26 @@ __all__ = [
     "diagnose",
     "explain_failure",
     "read_parameters_record",
+    "refusing_unsafe_values",
     "run_calculation",
     "write_parameters_record",
 ]
 
 PARAMETERS_FILE = "parameters.json"
+
+
+@contextmanager
+def refusing_unsafe_values() -> Iterator[None]:
+    """Turn a :class:`~matdx.safety.text.UnsafeValueError` raised by the checks of user
+    values in the block into an :class:`InputError` (a setup error: nothing is written).
+
+    Every template checks the strings of its parameters with :mod:`matdx.safety.text` inside
+    this block at the start of ``write_input``, before any file is written.
+    """
+    try:
+        yield
+    except UnsafeValueError as err:
+        raise InputError(str(err)) from err
 
 
 def write_parameters_record(
@@ -245,7 +262,9 @@ def explain_failure(
     The class is that of the first handler that recognises the failure (e.g. ``SCFError``);
     without one it is ``ReadError`` when the outputs could not be read, ``SCFError`` when the
     result says the SCF did not converge, else ``CalculationFailed``. ``kind`` comes from that
-    handler; without one a timeout or a signal makes it ``"infrastructure"``.
+    handler (:meth:`~matdx.codes.handlers.ErrorHandler.kind_of`); without one a timeout or a
+    signal makes it ``"infrastructure"``, an unconverged loop ``"numerical"``, anything else
+    ``"program"``.
 
     Parameters
     ----------
@@ -269,7 +288,7 @@ def explain_failure(
     primary = handler or (detected[0] if detected else None)
     names = tuple(h.name for h in detected)
     if primary is not None:
-        kind: Kind = primary.kind
+        kind: Kind = primary.kind_of(directory)
         cls: type[CalculationFailed] = primary.error_class
         if correction is not None:
             reason = f"{primary.name}: {correction.description}"
@@ -279,14 +298,16 @@ def explain_failure(
         stopped = record is not None and (
             record.timed_out or record.signal is not None or not record.complete
         )
-        kind = "infrastructure" if stopped else "science"
+        kind = "infrastructure" if stopped else "program"
         if read_error is not None:
             cls, reason = ReadError, read_error.reason
             kind = "infrastructure" if stopped else read_error.kind
         elif result is not None and result.scf_converged is False:
             cls, reason = SCFError, "the SCF loop did not converge"
+            kind = "numerical"
         elif result is not None and result.ionic_converged is False:
             cls, reason = CalculationFailed, "the ionic relaxation did not converge"
+            kind = "numerical"
         else:
             cls = CalculationFailed
             code = None if record is None else record.returncode

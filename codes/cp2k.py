@@ -54,8 +54,14 @@ from ase import Atoms
 from ase.io import read as ase_read
 from ase.units import Bohr, GPa, Hartree
 
-from matdx.codes.base import Template, read_parameters_record, write_parameters_record
-from matdx.codes.errors import InputError, NoCorrection, ReadError, SCFError
+from matdx.codes.base import (
+    Template,
+    read_parameters_record,
+    refusing_unsafe_values,
+    write_parameters_record,
+)
+from matdx.codes.custodian_handlers import CustodianHandler, Diagnosis, Translation
+from matdx.codes.errors import InputError, Kind, NoCorrection, ReadError, SCFError
 from matdx.codes.execution import Profile
 from matdx.codes.handlers import (
     Correction,
@@ -68,6 +74,7 @@ from matdx.codes.handlers import (
 from matdx.codes.kpoints import kpoint_grid
 from matdx.codes.results import CalculationResult, atoms_from_dict, atoms_to_dict
 from matdx.codes.trajectory import Frames
+from matdx.safety.text import check_keys, check_tree
 
 __all__ = [
     "Cp2kCholesky",
@@ -75,12 +82,17 @@ __all__ = [
     "Cp2kInterrupted",
     "Cp2kSCF",
     "Cp2kTemplate",
+    "custodian_handlers",
     "format_cp2k_input",
     "parse_cp2k_input",
     "parse_cp2k_output",
 ]
 
 INPUT, OUTPUT, ERROR, PROJECT = "cp2k.inp", "cp2k.out", "cp2k.err", "cp2k"
+# Section and keyword names of raw ``input`` sections (``_`` is the section parameter,
+# ``_lines`` raw lines, KIND labels are element-like words).
+CP2K_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+CP2K_NAME_RULE = "a CP2K section or keyword name (letters, digits, _ and -)"
 _RUN_TYPES = {"static": "ENERGY_FORCE", "relax": "GEO_OPT"}
 _VERSION = re.compile(r"CP2K\| version string:\s+CP2K version (\S+)")
 _KEYS = frozenset(
@@ -276,11 +288,15 @@ class Cp2kTemplate(Template):
     install_hint = "apt-get install cp2k cp2k-data"
 
     def default_handlers(self) -> tuple[ErrorHandler, ...]:
+        """matdx's SCF, Cholesky and geometry handlers (tested on real CP2K runs) first, then
+        custodian's for what they do not know (an abort, stagnant imprecise SCF, a run stuck in
+        the OT preconditioner), then the walltime restart."""
         return (
             OutOfMemory((OUTPUT, ERROR)),
             Cp2kCholesky(),
             Cp2kSCF(),
             Cp2kGeoOpt(),
+            *custodian_handlers(),
             Cp2kInterrupted(),
         )
 
@@ -309,6 +325,10 @@ class Cp2kTemplate(Template):
         unknown = sorted(set(parameters) - _KEYS)
         if unknown:
             raise InputError(f"parameters: unknown keys {unknown}; accepted: {sorted(_KEYS)}")
+        with refusing_unsafe_values():
+            check_tree(dict(parameters), "parameters")
+            raw = {k: v for k, v in dict(parameters.get("input") or {}).items()}
+            check_keys(raw, "parameters.input", CP2K_NAME, CP2K_NAME_RULE)
         if len(atoms) == 0:
             raise InputError("atoms: empty structure")
         tree = self._tree(atoms, parameters, calculation)
@@ -461,7 +481,7 @@ class Cp2kTemplate(Template):
         out = parse_cp2k_output(path.read_text(errors="replace"))
         if out["abort"]:
             raise ReadError(
-                directory, f"CP2K aborted: {out['abort']}", kind="science", path=path
+                directory, f"CP2K aborted: {out['abort']}", kind="input", path=path
             )
         if not out["ended"]:
             raise ReadError(directory, f"{OUTPUT} is truncated: no 'PROGRAM ENDED'", path=path)
@@ -535,6 +555,52 @@ class Cp2kTemplate(Template):
 # --------------------------------------------------------------------------- handlers
 
 
+def _tree_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
+    """Nested updates turning input tree ``before`` into ``after`` (``None`` removes)."""
+    changes: dict[str, Any] = {}
+    for key, value in after.items():
+        old = before.get(key)
+        if isinstance(value, Mapping) and isinstance(old, Mapping):
+            inner = _tree_changes(old, value)
+            if inner:
+                changes[key] = inner
+        elif old != value:
+            changes[key] = value
+    changes.update({key: None for key in before if key not in after})
+    return changes
+
+
+def translate_custodian(directory: Path, corrected: Path, diagnosis: Diagnosis) -> Translation:
+    """The ``input`` updates that turn the failed run's ``cp2k.inp`` into the one custodian
+    rewrote (both read with :func:`parse_cp2k_input`, so only real changes remain)."""
+    before = parse_cp2k_input((directory / INPUT).read_text())
+    after = parse_cp2k_input((corrected / INPUT).read_text())
+    changes = _tree_changes(before, after)
+    return Translation({"input": changes} if changes else {})
+
+
+def custodian_handlers() -> tuple[CustodianHandler, ...]:
+    """Custodian's CP2K handlers that matdx's own do not replace."""
+    from custodian.cp2k import handlers as cc
+
+    def wrap(make: Any, name: str, kind: Kind, **kwargs: Any) -> CustodianHandler:
+        return CustodianHandler(make, f"custodian.{name}", kind, translate_custodian, **kwargs)
+
+    files = {"input_file": INPUT, "output_file": OUTPUT}
+    return (
+        wrap(lambda: cc.AbortHandler(**files), "AbortHandler", "numerical",
+             error_kinds={"cholesky": "numerical"}),
+        wrap(lambda: cc.UnconvergedScfErrorHandler(**files), "UnconvergedScfErrorHandler",
+             "numerical", error_class=SCFError),
+        wrap(lambda: cc.NumericalPrecisionHandler(**files), "NumericalPrecisionHandler",
+             "numerical", error_class=SCFError),
+        # a dead run directory is always "frozen" by its age: act only on a run stuck in the
+        # preconditioner, whose rerun would stick again with a longer walltime
+        wrap(lambda: cc.FrozenJobErrorHandler(timeout=0, **files), "FrozenJobErrorHandler",
+             "numerical", found=lambda h: bool(getattr(h, "frozen_preconditioner", False))),
+    )
+
+
 def _input(directory: Path) -> dict[str, Any]:
     return parse_cp2k_input(read_text(Path(directory) / INPUT))
 
@@ -554,6 +620,7 @@ class Cp2kSCF(ErrorHandler):
     """
 
     name = "scf_unconverged"
+    kind: ClassVar[Kind] = "numerical"
     error_class = SCFError
     default_max_corrections = 3
     _pattern = re.compile(r"SCF run NOT converged|outer SCF loop FAILED to converge")
@@ -633,6 +700,7 @@ class Cp2kCholesky(ErrorHandler):
     """
 
     name = "cholesky"
+    kind: ClassVar[Kind] = "numerical"
     default_max_corrections = 2
     _pattern = re.compile(r"Cholesky decomposition failed|cp_fm_cholesky_decompose")
 
@@ -695,6 +763,7 @@ class Cp2kGeoOpt(ErrorHandler):
     ``cp2k-pos-1.xyz`` with twice ``MAX_ITER``."""
 
     name = "ionic_unconverged"
+    kind: ClassVar[Kind] = "numerical"
     default_max_corrections = 3
 
     def detect(self, directory: Path) -> bool:

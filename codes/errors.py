@@ -11,10 +11,23 @@ Two families, split by *when* they happen:
   :class:`ReadError` (an output file is missing or truncated, or the program stopped with an
   error message before finishing it).
 
-A :class:`CalculationFailed` carries what the error handlers concluded: the ``reason``, whether
-the cause is ``"science"`` (inputs or physics: change parameters) or ``"infrastructure"``
-(walltime, timeout, killed node, out of memory: change resources or simply rerun), and the
-:class:`~matdx.codes.handlers.Correction` to apply to the next attempt, if one is known.
+A :class:`CalculationFailed` carries what the error handlers concluded: the ``reason``, the
+failure :data:`Kind` and the :class:`~matdx.codes.handlers.Correction` to apply to the next
+attempt, if one is known. The kinds:
+
+``"input"``
+    the science setup (smearing for a metal, symmetry tolerance, bands, k-mesh);
+``"numerical"``
+    convergence (SCF, ionic loop, a matrix not positive definite);
+``"resources"``
+    memory, walltime, ranks;
+``"program"``
+    a crash or bug no handler explains;
+``"infrastructure"``
+    node, filesystem, scheduler (the process was killed or never finished).
+
+The workflow engine gives each kind its own retry budget (``matdx.workflows.failures``; the
+two lists of kind strings are checked to be equal by the tests).
 """
 
 from __future__ import annotations
@@ -40,8 +53,8 @@ __all__ = [
     "UnsupportedCalculation",
 ]
 
-Kind = Literal["science", "infrastructure"]
-KINDS: tuple[str, ...] = ("science", "infrastructure")
+Kind = Literal["input", "numerical", "resources", "program", "infrastructure"]
+KINDS: tuple[str, ...] = ("input", "numerical", "resources", "program", "infrastructure")
 
 
 class CodeError(Exception):
@@ -142,8 +155,7 @@ class CalculationFailed(CodeError):
         Human-readable cause, e.g. ``"scf_unconverged: convergence NOT achieved after 3
         iterations"``.
     kind
-        ``"science"`` (change the inputs) or ``"infrastructure"`` (walltime, timeout, killed
-        node, out of memory: change resources or rerun unchanged).
+        One of :data:`KINDS` (see the module docstring).
     correction
         The first applicable correction found by the template's error handlers, or ``None``
         when no handler knows a fix (or their correction budgets are spent).
@@ -153,14 +165,14 @@ class CalculationFailed(CodeError):
     Raises
     ------
     ValueError
-        If ``kind`` is not one of ``"science"``, ``"infrastructure"``.
+        If ``kind`` is not one of :data:`KINDS`.
     """
 
     def __init__(
         self,
         directory: str | Path,
         reason: str,
-        kind: Kind = "science",
+        kind: Kind = "program",
         correction: Correction | None = None,
         handlers: tuple[str, ...] = (),
     ) -> None:

@@ -55,10 +55,12 @@ from ase.units import Bohr, Ry
 from matdx.codes.base import (
     Template,
     read_parameters_record,
+    refusing_unsafe_values,
     write_parameters_record,
 )
 from matdx.codes.errors import (
     InputError,
+    Kind,
     NoCorrection,
     PseudopotentialNotFound,
     ReadError,
@@ -75,6 +77,7 @@ from matdx.codes.handlers import (
 from matdx.codes.kpoints import bandpath_kpoints, kpoint_grid
 from matdx.codes.results import CalculationResult, band_gap, file_sha256
 from matdx.codes.trajectory import Frames
+from matdx.safety.text import check_keys, check_tree, check_word
 
 __all__ = [
     "DEFAULT_PSEUDO_DIR",
@@ -108,6 +111,11 @@ _NAMELISTS = ("control", "system", "electrons", "ions", "cell")
 _TOP_KEYS = frozenset(
     {*_NAMELISTS, "kpoints", "pseudopotentials", "functional", "parent_directory"}
 )
+# Namelist variable names: Fortran identifiers, with an index such as
+# ``starting_magnetization(1)`` or ``Hubbard_U(2)``. String values are quoted with
+# ``'`` doubled on writing, so a value cannot leave its field.
+NAMELIST_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_]*(\([0-9, ]+\))?")
+NAMELIST_KEY_RULE = "a Fortran name, optionally indexed as name(1)"
 _OWNED = {"control": {"calculation"}, "system": {"ibrav", "nat", "ntyp", "celldm", "a"}}
 _DEFAULT_DENSITY = 5.0
 
@@ -508,6 +516,13 @@ class EspressoTemplate(Template):
         unknown = sorted(set(parameters) - _TOP_KEYS)
         if unknown:
             raise InputError(f"parameters: unknown keys {unknown}; accepted: {sorted(_TOP_KEYS)}")
+        with refusing_unsafe_values():
+            check_tree(dict(parameters), "parameters")
+            for name in _NAMELISTS:
+                check_keys(dict(parameters.get(name) or {}), f"parameters.{name}",
+                           NAMELIST_KEY, NAMELIST_KEY_RULE)
+            for element, name in dict(parameters.get("pseudopotentials") or {}).items():
+                check_word(name, f"parameters.pseudopotentials.{element}")
         lists = {name: dict(parameters.get(name) or {}) for name in _NAMELISTS}
         for name, owned in _OWNED.items():
             clash = sorted(owned & set(lists[name]))
@@ -697,7 +712,7 @@ class EspressoTemplate(Template):
         out = parse_pw_output(path.read_text(errors="replace"))
         if out.error is not None:
             raise ReadError(
-                directory, f"pw.x stopped with an error: {out.error}", kind="science", path=path
+                directory, f"pw.x stopped with an error: {out.error}", kind="input", path=path
             )
         if not out.job_done:
             raise ReadError(directory, f"{OUTPUT} is truncated: no 'JOB DONE'", path=path)
@@ -1126,6 +1141,7 @@ class EspressoSCF(ErrorHandler):
     """
 
     name = "scf_unconverged"
+    kind: ClassVar[Kind] = "numerical"
     error_class = SCFError
     default_max_corrections = 3
     _pattern = re.compile(r"convergence NOT achieved after\s+(\d+)\s+iterations")
@@ -1183,6 +1199,7 @@ class EspressoIonic(ErrorHandler):
     """
 
     name = "ionic_unconverged"
+    kind: ClassVar[Kind] = "numerical"
     default_max_corrections = 3
 
     def detect(self, directory: Path) -> bool:
@@ -1220,6 +1237,7 @@ class EspressoDiagonalization(ErrorHandler):
     """
 
     name = "diagonalization"
+    kind: ClassVar[Kind] = "numerical"
     default_max_corrections = 1
     _pattern = re.compile(
         r"S matrix not positive definite|problems computing cholesky"
@@ -1281,6 +1299,7 @@ class EspressoBands(ErrorHandler):
     """
 
     name = "too_few_bands"
+    kind: ClassVar[Kind] = "input"
     default_max_corrections = 2
     _pattern = re.compile(r"too few bands|too many bands are required|cannot bracket Ef")
 
@@ -1308,6 +1327,7 @@ class EspressoSmearing(ErrorHandler):
     """
 
     name = "smearing_needed"
+    kind: ClassVar[Kind] = "input"
     default_max_corrections = 1
 
     def detect(self, directory: Path) -> bool:

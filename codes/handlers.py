@@ -109,6 +109,11 @@ class Correction:
     resources : dict
         Resource changes as factors: ``ranks_factor`` (e.g. 0.5: half the MPI ranks, so each
         has more memory), ``memory_factor``, ``walltime_factor``.
+    errors : tuple of str
+        The error names the handler found (custodian's names for its handlers).
+    actions : tuple of dict
+        The handler's own declarative actions, verbatim (custodian's ``{"dict": "INCAR",
+        "action": {"_set": {...}}}``), recorded in the provenance.
     """
 
     handler: str
@@ -116,6 +121,8 @@ class Correction:
     parameter_updates: dict[str, Any] = field(default_factory=dict)
     restart_structure: Atoms | None = None
     resources: dict[str, float] = field(default_factory=dict)
+    errors: tuple[str, ...] = ()
+    actions: tuple[dict[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.resources) - set(RESOURCE_KEYS))
@@ -137,6 +144,8 @@ class Correction:
                 None if self.restart_structure is None else atoms_to_dict(self.restart_structure)
             ),
             "resources": dict(self.resources),
+            "errors": list(self.errors),
+            "actions": copy.deepcopy(list(self.actions)),
         }
 
 
@@ -147,9 +156,9 @@ class ErrorHandler(ABC):
     ----------------
     name : str
         Short identifier, recorded with every correction.
-    kind : {"science", "infrastructure"}
-        Science: the inputs or the physics must change. Infrastructure: the machine failed
-        (walltime, timeout, killed node, out of memory).
+    kind : {"input", "numerical", "resources", "program", "infrastructure"}
+        The failure kind this handler diagnoses (see :mod:`matdx.codes.errors`); a handler
+        whose kind depends on what it finds overrides :meth:`kind_of`.
     error_class : type
         The :class:`~matdx.codes.errors.CalculationFailed` subclass raised when this handler
         is the first to recognise a failure (e.g. :class:`~matdx.codes.errors.SCFError`).
@@ -163,7 +172,7 @@ class ErrorHandler(ABC):
     """
 
     name: ClassVar[str]
-    kind: ClassVar[Kind] = "science"
+    kind: ClassVar[Kind]
     error_class: ClassVar[type[CalculationFailed]] = CalculationFailed
     default_max_corrections: ClassVar[int] = 3
 
@@ -176,6 +185,10 @@ class ErrorHandler(ABC):
     @abstractmethod
     def detect(self, directory: Path) -> bool:
         """True when the files in ``directory`` show this handler's failure."""
+
+    def kind_of(self, directory: Path) -> Kind:
+        """The failure kind of what this handler found in ``directory`` (its ``kind``)."""
+        return self.kind
 
     @abstractmethod
     def correct(
@@ -228,7 +241,7 @@ class OutOfMemory(ErrorHandler):
     """
 
     name = "out_of_memory"
-    kind: ClassVar[Kind] = "infrastructure"
+    kind: ClassVar[Kind] = "resources"
     default_max_corrections = 2
 
     def __init__(self, files: Iterable[str], max_corrections: int | None = None) -> None:
@@ -279,7 +292,7 @@ class Interrupted(ErrorHandler):
     """
 
     name = "walltime"
-    kind: ClassVar[Kind] = "infrastructure"
+    kind: ClassVar[Kind] = "resources"
     default_max_corrections = 5
 
     def __init__(
@@ -311,6 +324,12 @@ class Interrupted(ErrorHandler):
 
     def detect(self, directory: Path) -> bool:
         return self.cause(directory) is not None
+
+    def kind_of(self, directory: Path) -> Kind:
+        """``"resources"`` when a time limit stopped the run, else ``"infrastructure"`` (a
+        killed process, a job or node that died)."""
+        cause = self.cause(directory)
+        return "resources" if cause is not None and cause[1] else "infrastructure"
 
     def base_correction(self, directory: Path, description: str, **kwargs: Any) -> Correction:
         """A correction that states the cause and adds 1.5 times the walltime after a time

@@ -67,12 +67,18 @@ from ase import Atoms
 from ase.data import atomic_masses, atomic_numbers
 from ase.units import bar, fs
 
-from matdx.codes.base import Template, read_parameters_record, write_parameters_record
-from matdx.codes.errors import InputError, NoCorrection, ReadError
+from matdx.codes.base import (
+    Template,
+    read_parameters_record,
+    refusing_unsafe_values,
+    write_parameters_record,
+)
+from matdx.codes.errors import InputError, Kind, NoCorrection, ReadError
 from matdx.codes.execution import Profile
 from matdx.codes.handlers import Correction, ErrorHandler, Interrupted, OutOfMemory, read_text
 from matdx.codes.results import CalculationResult, file_sha256
 from matdx.codes.trajectory import TrajectoryWriter
+from matdx.safety.text import check_tokens, check_tree, check_word
 
 __all__ = [
     "DEFAULT_POTENTIALS_DIR",
@@ -99,6 +105,38 @@ _KEYS = frozenset(
         "barostat_damping", "seed", "dump_every", "relax", "neighbor_skin",
     }
 )
+# A token of a LAMMPS command written from user text: style names, element symbols, file
+# names, "*" wildcards and the "{elements}" placeholder; never "#", "&", "$", quotes or ";".
+LAMMPS_TOKEN = re.compile(r"[A-Za-z0-9_.+/@:=*{}-]+")
+LAMMPS_TOKEN_RULE = "letters, digits and _ . + / @ : = * { } -"
+
+
+def _check_user_text(parameters: Mapping[str, Any]) -> None:
+    """Refuse user text that could add or change a command in ``in.lammps``.
+
+    Every string is held to one line (:func:`~matdx.safety.text.check_tree`); the texts that
+    become command arguments (``pair_style``, ``pair_coeff``, ``specorder``,
+    ``relax.min_style``) are held to allow-listed tokens.
+
+    Raises
+    ------
+    InputError
+        Naming the field and the offending character or token.
+    """
+    with refusing_unsafe_values():
+        check_tree(dict(parameters), "parameters")
+        check_tokens(parameters["pair_style"], "parameters.pair_style", LAMMPS_TOKEN,
+                     LAMMPS_TOKEN_RULE)
+        coeff = parameters["pair_coeff"]
+        for i, line in enumerate([coeff] if isinstance(coeff, str) else list(coeff)):
+            check_tokens(line, f"parameters.pair_coeff[{i}]", LAMMPS_TOKEN, LAMMPS_TOKEN_RULE)
+        for i, element in enumerate(parameters.get("specorder") or ()):
+            check_word(element, f"parameters.specorder[{i}]")
+        style = (parameters.get("relax") or {}).get("min_style")
+        if style is not None:
+            check_word(style, "parameters.relax.min_style")
+
+
 _RELAX_DEFAULTS = {"etol": 0.0, "ftol": 1e-4, "maxiter": 1000, "maxeval": 10000, "min_style": "cg"}
 _THERMO = (
     "step time temp pe ke etotal press pxx pyy pzz pxy pxz pyz vol lx ly lz xy xz yz"
@@ -348,6 +386,7 @@ class LammpsTemplate(Template):
                 raise InputError(
                     f"parameters[{key!r}] is required, e.g. 'eam' and ['* * Cu_u3.eam']"
                 )
+        _check_user_text(parameters)
         if len(atoms) == 0:
             raise InputError("atoms: empty structure")
         p: dict[str, Any] = {
@@ -585,7 +624,7 @@ class LammpsTemplate(Template):
         log = read_log(log_path.read_text(errors="replace"))
         if log.error:
             raise ReadError(
-                directory, f"LAMMPS stopped with an error: {log.error}", kind="science",
+                directory, f"LAMMPS stopped with an error: {log.error}", kind="input",
                 path=log_path,
             )
         if not log.finished:
@@ -732,6 +771,7 @@ class LammpsLostAtoms(ErrorHandler):
     """
 
     name = "lost_atoms"
+    kind: ClassVar[Kind] = "numerical"
     default_max_corrections = 3
     _pattern = re.compile(r"ERROR.*(Lost atoms|Out of range atoms)")
 
@@ -776,6 +816,7 @@ class LammpsMinimization(ErrorHandler):
     """
 
     name = "ionic_unconverged"
+    kind: ClassVar[Kind] = "numerical"
     default_max_corrections = 3
 
     def detect(self, directory: Path) -> bool:

@@ -16,7 +16,8 @@ Parameters (a dict, never modified)::
         "kpoints": {"density": 5.0}                 # points per Å⁻¹ (2π included), Γ-centred
                  | {"reciprocal_density": 64}       # pymatgen's per-Å⁻³ density
                  | {"grid": [4, 4, 4]}              # Γ-centred grid
-                 | {"line_density": 20},            # bands
+                 | {"line_density": 20}             # bands
+                 | {"file": "<KPOINTS text>"},      # a complete KPOINTS (from a correction)
         "potcar": {"Fe": "Fe_pv"},                  # POTCAR symbol overrides
         "potcar_functional": "PBE_54",              # default: the set's
         "parent_directory": "/runs/static-1",       # nscf/bands: CHGCAR (and WAVECAR) from there
@@ -34,7 +35,6 @@ from __future__ import annotations
 import bz2
 import functools
 import json
-import math
 import re
 import shutil
 import warnings
@@ -53,8 +53,14 @@ from pymatgen.io.vasp.inputs import POTCAR_STATS_PATH, Incar, Kpoints, Poscar
 from pymatgen.io.vasp.outputs import Outcar, Vasprun
 from pymatgen.io.vasp.sets import MPNonSCFSet, MPRelaxSet, MPStaticSet
 
-from matdx.codes.base import Template, read_parameters_record, write_parameters_record
-from matdx.codes.errors import InputError, NoCorrection, ReadError, SCFError
+from matdx.codes.base import (
+    Template,
+    read_parameters_record,
+    refusing_unsafe_values,
+    write_parameters_record,
+)
+from matdx.codes.custodian_handlers import CustodianHandler, Diagnosis, Translation
+from matdx.codes.errors import InputError, Kind, NoCorrection, ReadError, SCFError
 from matdx.codes.execution import Profile
 from matdx.codes.handlers import (
     Correction,
@@ -62,22 +68,18 @@ from matdx.codes.handlers import (
     Interrupted,
     OutOfMemory,
     read_text,
-    search,
 )
 from matdx.codes.kpoints import kpoint_grid
 from matdx.codes.results import CalculationResult, band_gap
 from matdx.codes.trajectory import Frames
+from matdx.safety.text import check_keys, check_tree, check_word
 
 __all__ = [
-    "VaspAliasing",
+    "ERROR_KINDS",
     "VaspInterrupted",
-    "VaspIonic",
-    "VaspLreal",
     "VaspMaxForce",
-    "VaspPositiveEnergy",
-    "VaspSCF",
     "VaspTemplate",
-    "VaspTooFewBands",
+    "custodian_handlers",
     "read_incar",
     "read_oszicar",
 ]
@@ -91,11 +93,32 @@ _SETS = {
     "nscf": (MPNonSCFSet, {}),
     "bands": (MPNonSCFSet, {}),
 }
+# INCAR tags are upper-case words; values may not hold ";" (a second tag on the same line)
+# or a comment character.
+INCAR_TAG = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+INCAR_TAG_RULE = "an INCAR tag (letters, digits and _)"
 _KEYS = frozenset({"incar", "kpoints", "potcar", "potcar_functional", "parent_directory"})
 _RELAX_IBRION = {1, 2, 3}
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _kpoints_file(text: Any) -> Kpoints:
+    """A KPOINTS given as its complete text (a correction's), parsed so that only a valid
+    KPOINTS is ever written back.
+
+    Raises
+    ------
+    InputError
+        When the text is not a KPOINTS file pymatgen can read.
+    """
+    if not isinstance(text, str):
+        raise InputError(f"kpoints.file: expected the text of a KPOINTS file, got {text!r}")
+    try:
+        return Kpoints.from_str(text)
+    except (ValueError, IndexError) as err:
+        raise InputError(f"kpoints.file: not a KPOINTS file ({err})") from err
 
 
 def read_incar(directory: Path) -> dict[str, Any]:
@@ -185,15 +208,12 @@ class VaspTemplate(Template):
     install_hint = "VASP is licensed software: install it from your VASP license"
 
     def default_handlers(self) -> tuple[ErrorHandler, ...]:
+        """Out of memory first (fewer ranks), then custodian's handlers (detection and
+        corrections), then matdx's after-the-run force check and the walltime restart."""
         return (
             OutOfMemory(_LOGS),
-            VaspLreal(),
-            VaspAliasing(),
-            VaspTooFewBands(),
-            VaspPositiveEnergy(),
-            VaspSCF(),
+            *custodian_handlers(),
             VaspMaxForce(),
-            VaspIonic(),
             VaspInterrupted(),
         )
 
@@ -218,6 +238,16 @@ class VaspTemplate(Template):
         unknown = sorted(set(parameters) - _KEYS)
         if unknown:
             raise InputError(f"parameters: unknown keys {unknown}; accepted: {sorted(_KEYS)}")
+        with refusing_unsafe_values():
+            checked = {k: v for k, v in parameters.items() if k != "kpoints"}
+            check_tree(checked, "parameters")  # kpoints.file is parsed by _kpoints_file
+            check_keys(dict(parameters.get("incar") or {}), "parameters.incar", INCAR_TAG,
+                       INCAR_TAG_RULE, forbidden=";#!")
+            for element, symbol in dict(parameters.get("potcar") or {}).items():
+                check_word(symbol, f"parameters.potcar.{element}")
+            kpoints_text = {k: v for k, v in dict(parameters.get("kpoints") or {}).items()
+                            if k != "file"}
+            check_tree(kpoints_text, "parameters.kpoints")
         if len(atoms) == 0:
             raise InputError("atoms: empty structure")
         structure: Structure = AseAtomsAdaptor.get_structure(atoms)
@@ -233,14 +263,17 @@ class VaspTemplate(Template):
         }
         if parameters.get("potcar_functional"):
             kwargs["user_potcar_functional"] = parameters["potcar_functional"]
-        kpoints = dict(parameters.get("kpoints") or {})
+        kpoints = {k: v for k, v in dict(parameters.get("kpoints") or {}).items()
+                   if v is not None}
         if calculation == "nscf":
             kwargs["mode"] = "uniform"
         if calculation == "bands":
             kwargs["mode"] = "line"
             if "line_density" in kpoints:
                 kwargs["kpoints_line_density"] = int(kpoints.pop("line_density"))
-        if "density" in kpoints:
+        if "file" in kpoints:
+            kwargs["user_kpoints_settings"] = _kpoints_file(kpoints.pop("file"))
+        elif "density" in kpoints:
             grid = kpoint_grid(atoms.cell, float(kpoints.pop("density")), atoms.pbc)
             kwargs["user_kpoints_settings"] = Kpoints.gamma_automatic(grid)
         elif "grid" in kpoints:
@@ -256,7 +289,7 @@ class VaspTemplate(Template):
         if kpoints:
             raise InputError(
                 f"kpoints: unexpected {sorted(kpoints)}; accepted: density, grid, "
-                "reciprocal_density, line_density (bands)"
+                "reciprocal_density, file, line_density (bands)"
             )
         parent = parameters.get("parent_directory")
         has_charge = bool(parent) and (Path(str(parent)) / "CHGCAR").is_file()
@@ -391,237 +424,79 @@ def _frames(run: Vasprun) -> Frames:
 # --------------------------------------------------------------------------- handlers
 
 
-def _algo(incar: Mapping[str, Any]) -> str:
-    return str(incar.get("ALGO", "Normal")).strip().lower()
+# Failure kind of each error custodian's VaspErrorHandler and StdErrHandler name; the others
+# (diagonalisation, mixing, minimiser failures) are numerical.
+_INPUT_ERRORS = (
+    "algo_tet", "auto_nbands", "bravais", "coef", "dentet", "dfpt_ncore", "elf_kpar", "elf_ncl",
+    "hnform", "ibzkpt", "incorrect_shift", "inv_rot_mat", "kpoints_trans", "ksymm",
+    "nbands_not_sufficient", "point_group", "posmap", "pricel", "pricelv", "read_error",
+    "real_optlay", "rhosyg", "rot_matrix", "rspher", "set_core_wf", "symprec_noise", "tet",
+    "tetirr", "too_few_bands", "triple_product",
+)
+ERROR_KINDS: dict[str, Kind] = {
+    **dict.fromkeys(_INPUT_ERRORS, "input"),
+    "out_of_memory": "resources",
+}
 
 
-class VaspSCF(ErrorHandler):
-    """The last ionic step used all ``NELM`` electronic steps (``OSZICAR``), or vasprun.xml
-    says the electronic loop did not converge.
+def translate_custodian(directory: Path, corrected: Path, diagnosis: Diagnosis) -> Translation:
+    """matdx parameter updates that reproduce the inputs custodian rewrote in ``corrected``.
 
-    Remedies by the current INCAR: RMM-DIIS (``ALGO = Fast/VeryFast``) → ``Normal``
-    (blocked Davidson, more robust); ``Normal`` → ``All`` (all bands together, conjugate
-    gradient); ``All`` → gentler charge mixing ``AMIX = 0.1, BMIX = 0.01`` (and
-    ``AMIX_MAG = 0.4, BMIX_MAG = 0.0001`` when spin polarised). ``NELM`` below 100 is raised to
-    100 with any of them.
+    INCAR: every tag custodian set or changed becomes ``incar`` updates (``None`` for a tag it
+    removed); KPOINTS: a changed file becomes ``kpoints.file`` (the complete text, replacing
+    the density or grid); POSCAR: a changed structure (custodian copies CONTCAR to POSCAR to
+    continue a relaxation) becomes the restart structure. File actions that only delete
+    outputs (WAVECAR, CHGCAR) need no change: the next attempt starts in a new directory.
     """
-
-    name = "scf_unconverged"
-    error_class = SCFError
-    default_max_corrections = 3
-
-    def detect(self, directory: Path) -> bool:
-        directory = Path(directory)
-        steps = read_oszicar(directory)
-        if steps:
-            nelm = int(read_incar(directory).get("NELM", 60))
-            return steps[-1][1] >= nelm
-        run = _complete_vasprun(directory)
-        return run is not None and not run.converged_electronic
-
-    def correct(
-        self, directory: Path, parameters: Mapping[str, Any], atoms: Atoms
-    ) -> Correction:
-        incar = read_incar(Path(directory))
-        algo = _algo(incar)
-        nelm = int(incar.get("NELM", 60))
-        if algo in {"fast", "veryfast", "very_fast"}:
-            updates: dict[str, Any] = {"ALGO": "Normal"}
-        elif algo == "normal":
-            updates = {"ALGO": "All"}
-        elif float(incar.get("AMIX", 0.4)) > 0.1:
-            updates = {"AMIX": 0.1, "BMIX": 0.01}
-            if int(incar.get("ISPIN", 1)) == 2:
-                updates |= {"AMIX_MAG": 0.4, "BMIX_MAG": 0.0001}
-        else:
-            raise NoCorrection(
-                f"SCF unconverged with ALGO={incar.get('ALGO')} and AMIX={incar.get('AMIX')}"
-            )
-        if nelm < 100:
-            updates["NELM"] = 100
-        changes = ", ".join(f"{k} = {v}" for k, v in updates.items())
-        return Correction(
-            handler=self.name,
-            description=f"electronic steps hit NELM = {nelm} "
-            f"(ALGO = {incar.get('ALGO', 'Normal')}): {changes}",
-            parameter_updates={"incar": updates},
-        )
-
-
-class VaspPositiveEnergy(ErrorHandler):
-    """Positive total energy (``F=`` in ``OSZICAR``): the electronic minimiser diverged.
-
-    RMM-DIIS (``ALGO = Fast/VeryFast``) is the usual culprit: use ``Normal``; after that
-    ``All``.
-    """
-
-    name = "positive_energy"
-    default_max_corrections = 2
-
-    def detect(self, directory: Path) -> bool:
-        steps = read_oszicar(Path(directory))
-        return bool(steps) and steps[-1][0] > 0
-
-    def correct(
-        self, directory: Path, parameters: Mapping[str, Any], atoms: Atoms
-    ) -> Correction:
-        incar = read_incar(Path(directory))
-        algo = _algo(incar)
-        if algo in {"fast", "veryfast", "very_fast"}:
-            new = "Normal"
-        elif algo == "normal":
-            new = "All"
-        else:
-            raise NoCorrection(
-                f"positive energy with ALGO={incar.get('ALGO')}: check the structure"
-            )
-        energy = read_oszicar(Path(directory))[-1][0]
-        return Correction(
-            handler=self.name,
-            description=f"positive total energy F = {energy:.4g} eV with ALGO = "
-            f"{incar.get('ALGO', 'Normal')}: ALGO = {new}",
-            parameter_updates={"incar": {"ALGO": new}},
-        )
-
-
-class VaspTooFewBands(ErrorHandler):
-    """``TOO FEW BANDS``: the highest band is occupied.
-
-    ``NBANDS`` becomes 1.2 times the number used. That number is read from ``INCAR``,
-    ``OUTCAR`` (``NBANDS=``) or ``vasprun.xml``; failing those it is estimated like VASP's
-    default, max((N+2)/2 + max(NIONS/2, 3), 0.6 N) (×1.2 with ``ISPIN = 2``), with the valence
-    electrons N of the POTCARs in ``POTCAR.spec`` (or the Materials Project choice per element)
-    from pymatgen's POTCAR statistics: no POTCAR file is needed.
-    """
-
-    name = "too_few_bands"
-    default_max_corrections = 3
-    _pattern = re.compile(r"TOO FEW BANDS")
-
-    def detect(self, directory: Path) -> bool:
-        return search(directory, _LOGS, self._pattern) is not None
-
-    def correct(
-        self, directory: Path, parameters: Mapping[str, Any], atoms: Atoms
-    ) -> Correction:
-        directory = Path(directory)
-        incar = read_incar(directory)
-        used, source = incar.get("NBANDS"), "INCAR"
-        if used is None:
-            m = re.search(r"NBANDS\s*=\s*(\d+)", read_text(directory / "OUTCAR"))
-            used, source = (int(m.group(1)), "OUTCAR") if m else (None, "")
-        if used is None and (run := _complete_vasprun(directory)) is not None:
-            used, source = run.parameters.get("NBANDS"), "vasprun.xml"
-        if used is None:
-            used, source = self._estimate(directory, incar, atoms), "estimated VASP default"
-        bands = math.ceil(1.2 * int(used))
-        return Correction(
-            handler=self.name,
-            description=f"too few bands: NBANDS {used} ({source}) → {bands}",
-            parameter_updates={"incar": {"NBANDS": bands}},
-        )
-
-    @staticmethod
-    def _estimate(directory: Path, incar: Mapping[str, Any], atoms: Atoms) -> int:
-        spec = read_text(directory / "POTCAR.spec").split()
-        symbols = atoms.get_chemical_symbols()
-        elements = list(dict.fromkeys(symbols))
-        functional = MPRelaxSet.CONFIG["POTCAR_FUNCTIONAL"]
-        table = _zval_table().get(functional, {})
-        chosen = {s.split("_")[0]: s for s in spec} if spec else {}
-        electrons = 0.0
-        for element in elements:
-            symbol = chosen.get(element) or MPRelaxSet.CONFIG["POTCAR"].get(element, element)
-            if symbol not in table:
-                raise NoCorrection(f"no valence count for POTCAR {symbol!r} to size NBANDS")
-            electrons += table[symbol] * symbols.count(element)
-        ions = len(atoms)
-        bands = max(
-            math.ceil((electrons + 2) / 2) + max(ions // 2, 3), math.ceil(0.6 * electrons)
-        )
-        if int(incar.get("ISPIN", 1)) == 2:
-            bands = math.ceil(1.2 * bands)
-        return bands
-
-
-class VaspAliasing(ErrorHandler):
-    """FFT grid too coarse: ``aliasing errors must be expected`` or ``Your FFT grids
-    (NGX,NGY,NGZ) are not sufficient``.
-
-    Use the grid VASP recommends when it prints one (``good settings for NGX NGY and NGZ``, or
-    ``set NGX to N`` in OUTCAR); otherwise remove user-set ``NGX/NGY/NGZ`` so VASP picks grids
-    from ``ENCUT`` and ``PREC``; otherwise ``PREC = Accurate``.
-    """
-
-    name = "aliasing"
-    default_max_corrections = 2
-    _pattern = re.compile(
-        r"aliasing( \(wrap around\))? errors must be expected|FFT grids \(NGX,NGY,NGZ\) are not"
+    updates: dict[str, Any] = {}
+    if (corrected / "INCAR").is_file():
+        before = dict(read_incar(directory))
+        after = dict(Incar.from_file(corrected / "INCAR"))
+        incar = {k: v for k, v in after.items() if before.get(k) != v}
+        incar.update({k: None for k in before if k not in after})
+        if incar:
+            updates["incar"] = incar
+    old, new = directory / "KPOINTS", corrected / "KPOINTS"
+    if new.is_file() and (not old.is_file() or old.read_text() != new.read_text()):
+        kpoints: dict[str, Any] = dict.fromkeys(("density", "grid", "reciprocal_density"))
+        kpoints["file"] = str(Kpoints.from_file(new))
+        updates["kpoints"] = kpoints
+    elif old.is_file() and not new.is_file():  # custodian switched to KSPACING
+        updates["kpoints"] = None
+    structure = None
+    old, new = directory / "POSCAR", corrected / "POSCAR"
+    if new.is_file() and (not old.is_file() or old.read_text() != new.read_text()):
+        structure = _atoms(Poscar.from_file(new).structure)
+    notes = tuple(
+        f"{a['file']}: {a.get('action')} (nothing to carry over to a new directory)"
+        for a in diagnosis.actions if "file" in a and a.get("file") not in {"CONTCAR", "POSCAR"}
     )
-    _good = re.compile(
-        r"good settings for NGX NGY and\s+NGZ are\W*(\d+)\s+(\d+)\s+and\s+(\d+)", re.DOTALL
+    return Translation(updates, structure, notes)
+
+
+def custodian_handlers() -> tuple[CustodianHandler, ...]:
+    """Custodian's VASP handlers, in the order custodian's VASP workflows run them."""
+    from custodian.vasp import handlers as cv
+
+    def wrap(make: Any, name: str, kind: Kind, **kwargs: Any) -> CustodianHandler:
+        return CustodianHandler(make, f"custodian.{name}", kind, translate_custodian, **kwargs)
+
+    return (
+        wrap(lambda: cv.VaspErrorHandler(STDOUT), "VaspErrorHandler", "numerical",
+             error_kinds=ERROR_KINDS),
+        wrap(lambda: cv.StdErrHandler(STDERR), "StdErrHandler", "program",
+             error_kinds=ERROR_KINDS),
+        wrap(lambda: cv.MeshSymmetryErrorHandler(STDOUT), "MeshSymmetryErrorHandler", "input"),
+        wrap(cv.UnconvergedErrorHandler, "UnconvergedErrorHandler", "numerical",
+             error_class=SCFError),
+        wrap(cv.NonConvergingErrorHandler, "NonConvergingErrorHandler", "numerical",
+             error_class=SCFError),
+        wrap(cv.PotimErrorHandler, "PotimErrorHandler", "numerical"),
+        wrap(cv.PositiveEnergyErrorHandler, "PositiveEnergyErrorHandler", "numerical"),
+        wrap(cv.IncorrectSmearingHandler, "IncorrectSmearingHandler", "input"),
+        wrap(cv.KspacingMetalHandler, "KspacingMetalHandler", "input"),
+        wrap(cv.LargeSigmaHandler, "LargeSigmaHandler", "input"),
     )
-
-    def detect(self, directory: Path) -> bool:
-        return search(directory, _LOGS, self._pattern) is not None
-
-    def correct(
-        self, directory: Path, parameters: Mapping[str, Any], atoms: Atoms
-    ) -> Correction:
-        directory = Path(directory)
-        incar = read_incar(directory)
-        text = "\n".join(read_text(directory / name) for name in _LOGS)
-        axes = ("NGX", "NGY", "NGZ")
-        if m := self._good.search(text):
-            updates: dict[str, Any] = dict(zip(axes, map(int, m.groups()), strict=True))
-            what = "use the grid VASP recommends"
-        elif per_axis := re.findall(r"set (NG[XYZ]) to\s*(\d+)", text):
-            updates = {axis: int(value) for axis, value in per_axis}
-            what = "use the grid VASP recommends"
-        elif set_by_user := [axis for axis in axes if axis in incar]:
-            updates = dict.fromkeys(set_by_user)
-            what = f"remove the too small {'/'.join(set_by_user)} (VASP picks the grid)"
-        elif str(incar.get("PREC", "Normal")).lower() != "accurate":
-            updates = {"PREC": "Accurate"}
-            what = "PREC = Accurate for finer grids"
-        else:
-            raise NoCorrection("aliasing with automatic grids and PREC = Accurate: raise ENCUT")
-        return Correction(
-            handler=self.name,
-            description=f"FFT grid aliasing: {what} ({updates})",
-            parameter_updates={"incar": updates},
-        )
-
-
-class VaspLreal(ErrorHandler):
-    """Real-space projection failed: ``REAL_OPTLAY: internal error``, ``REAL_OPT``/``RSPHER``
-    internal errors (large cells with ``LREAL = .TRUE./Auto``).
-
-    Project in reciprocal space: ``LREAL = .FALSE.`` (exact; slower in large cells).
-    """
-
-    name = "lreal"
-    default_max_corrections = 1
-    _pattern = re.compile(
-        r"REAL_OPTLAY: internal error|REAL_OPT: internal ERROR|RSPHER: internal ERROR"
-    )
-
-    def detect(self, directory: Path) -> bool:
-        return search(directory, _LOGS, self._pattern) is not None
-
-    def correct(
-        self, directory: Path, parameters: Mapping[str, Any], atoms: Atoms
-    ) -> Correction:
-        incar = read_incar(Path(directory))
-        lreal = incar.get("LREAL", False)
-        if lreal is False or str(lreal).strip(".").lower() in {"false", "f"}:
-            raise NoCorrection("real-space projection error although LREAL = .FALSE.")
-        return Correction(
-            handler=self.name,
-            description=f"real-space projector error with LREAL = {lreal} in a cell of "
-            f"{len(atoms)} atoms: LREAL = .FALSE.",
-            parameter_updates={"incar": {"LREAL": False}},
-        )
 
 
 def _max_force(run: Vasprun) -> float:
@@ -647,6 +522,7 @@ class VaspMaxForce(ErrorHandler):
     """
 
     name = "max_force"
+    kind: ClassVar[Kind] = "numerical"
     default_max_corrections = 3
 
     def __init__(self, max_force: float = 0.25, max_corrections: int | None = None) -> None:
@@ -690,33 +566,6 @@ def _contcar(directory: Path) -> Atoms | None:
         return _atoms(Poscar.from_file(path).structure)
     except (ValueError, IndexError):
         return None
-
-
-class VaspIonic(ErrorHandler):
-    """A relaxation used all ``NSW`` ionic steps without meeting ``EDIFFG``.
-
-    Continue from the last structure (CONTCAR) for another ``NSW`` steps.
-    """
-
-    name = "ionic_unconverged"
-    default_max_corrections = 3
-
-    def detect(self, directory: Path) -> bool:
-        run = _complete_vasprun(Path(directory))
-        return run is not None and _is_relaxation(run.parameters) and not run.converged_ionic
-
-    def correct(
-        self, directory: Path, parameters: Mapping[str, Any], atoms: Atoms
-    ) -> Correction:
-        structure = _contcar(Path(directory))
-        if structure is None:
-            raise NoCorrection("no CONTCAR to continue the relaxation from")
-        nsw = read_incar(Path(directory)).get("NSW")
-        return Correction(
-            handler=self.name,
-            description=f"relaxation not converged in NSW = {nsw} steps: continue from CONTCAR",
-            restart_structure=structure,
-        )
 
 
 class VaspInterrupted(Interrupted):

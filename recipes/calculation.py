@@ -39,7 +39,8 @@ class CorrectableFailure(RuntimeError):
     Attributes
     ----------
     kind
-        ``"science"`` or ``"infrastructure"`` (walltime, node failure, out of memory).
+        The failure kind: ``"input"``, ``"numerical"``, ``"resources"``, ``"program"`` or
+        ``"infrastructure"`` (see :mod:`matdx.codes.errors`).
     correction
         None, or ``{"handler", "description", "max_corrections", "inputs_update",
         "resources_update"}`` for the engine's recover step.
@@ -207,6 +208,9 @@ def _correction(failure: Any, template: Any, parameters: Mapping[str, Any],
                  if isinstance(value, int | float) and math.isfinite(value)}
     return {
         "handler": correction.handler,
+        "kind": failure.kind,
+        "errors": list(correction.errors),
+        "actions": encode(list(correction.actions)),
         "description": correction.description,
         "max_corrections": int(budget),
         "inputs_update": {"kwargs": kwargs},

@@ -30,7 +30,9 @@ __all__ = [
     "WORD_RULE",
     "UnsafeValueError",
     "check_choice",
+    "check_keys",
     "check_line",
+    "check_tokens",
     "check_tree",
     "check_word",
     "first_unsafe",
@@ -136,4 +138,47 @@ def check_tree(data: Any, field: str) -> Any:
     elif isinstance(data, Sequence) and not isinstance(data, bytes | bytearray):
         for index, item in enumerate(data):
             check_tree(item, f"{field}[{index}]")
+    return data
+
+
+def check_tokens(value: str, field: str, pattern: re.Pattern[str] = WORD_RE,
+                 rule: str = WORD_RULE) -> str:
+    """Return ``value`` if it is one line of whitespace-separated allow-listed words.
+
+    For command arguments such as a LAMMPS ``pair_style eam/alloy`` or ``pair_coeff * * Cu.eam``
+    line, where each token must be a word of ``pattern`` (no comment, continuation, quote or
+    separator characters a program's parser would act on).
+    """
+    check_line(value, field)
+    tokens = value.split()
+    if not tokens:
+        raise UnsafeValueError(field, "is empty")
+    for token in tokens:
+        if not pattern.fullmatch(token):
+            raise UnsafeValueError(field, f"token {token!r} of {value!r} is not one word of {rule}")
+    return value
+
+
+def check_keys(data: Any, field: str, pattern: re.Pattern[str] = WORD_RE,
+               rule: str = WORD_RULE, forbidden: str = "") -> Any:
+    """Return ``data`` after :func:`check_tree`, with every mapping key (at any depth) one word
+    of ``pattern`` and no string value holding a character of ``forbidden``.
+
+    For parameter trees whose keys become names in an input file (namelist variables, INCAR
+    tags, CP2K sections and keywords) and whose values must not break out of their field (a
+    quote in a Fortran namelist string, ``;`` in an INCAR line).
+    """
+    check_tree(data, field)
+    if isinstance(data, Mapping):
+        for key, item in data.items():
+            if not pattern.fullmatch(key):
+                raise UnsafeValueError(field, f"key {key!r} is not one word of {rule}")
+            check_keys(item, f"{field}.{key}", pattern, rule, forbidden)
+    elif isinstance(data, str):
+        bad = sorted(set(data) & set(forbidden))
+        if bad:
+            raise UnsafeValueError(field, f"{data!r} contains {''.join(bad)!r}")
+    elif isinstance(data, Sequence) and not isinstance(data, bytes | bytearray):
+        for index, item in enumerate(data):
+            check_keys(item, f"{field}[{index}]", pattern, rule, forbidden)
     return data

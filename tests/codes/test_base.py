@@ -42,6 +42,7 @@ from matdx.codes.results import CalculationResult
 
 class MixingHandler(ErrorHandler):
     name = "scf_unconverged"
+    kind = "numerical"
     error_class = SCFError
     default_max_corrections = 2
 
@@ -141,7 +142,7 @@ def test_scf_failure_raises_scf_error_with_correction(template, profile, tmp_pat
     with pytest.raises(SCFError) as info:
         run_calculation(template, profile, tmp_path, bulk("Cu"), parameters, "static")
     err = info.value
-    assert err.kind == "science" and err.handlers == ("scf_unconverged",)
+    assert err.kind == "numerical" and err.handlers == ("scf_unconverged",)
     assert err.correction is not None and err.correction.parameter_updates == {"beta": 0.2}
     assert diagnose(template, tmp_path, parameters, bulk("Cu")) == err.correction
 
@@ -158,12 +159,12 @@ def test_spent_budget_gives_no_correction(template, profile, tmp_path):
     assert diagnose(template, tmp_path, parameters, bulk("Cu"), applied={"scf_unconverged": 1})
 
 
-def test_timeout_is_infrastructure(template, profile, tmp_path):
+def test_timeout_is_a_resources_failure(template, profile, tmp_path):
     parameters = {"script": "import time; time.sleep(30)"}
     with pytest.raises(CalculationFailed) as info:
         run_calculation(template, profile, tmp_path, bulk("Cu"), parameters, "static", timeout_s=1)
     err = info.value
-    assert err.kind == "infrastructure" and err.handlers == ("walltime",)
+    assert err.kind == "resources" and err.handlers == ("walltime",)
     assert err.correction is not None and err.correction.resources == {"walltime_factor": 1.5}
 
 
@@ -180,7 +181,7 @@ def test_nonzero_exit_with_a_converged_result_still_fails(template, profile, tmp
     parameters = {"script": GOOD + "; raise SystemExit(5)"}
     with pytest.raises(CalculationFailed, match="exited with code 5") as info:
         run_calculation(template, profile, tmp_path, bulk("Cu"), parameters, "static")
-    assert info.value.kind == "science" and type(info.value) is CalculationFailed
+    assert info.value.kind == "program" and type(info.value) is CalculationFailed
 
 
 def test_out_of_memory_wins_over_the_kill_it_caused(template, profile, tmp_path):
@@ -192,7 +193,7 @@ def test_out_of_memory_wins_over_the_kill_it_caused(template, profile, tmp_path)
     assert err.handlers == ("out_of_memory", "walltime")
     assert err.correction is not None and err.correction.handler == "out_of_memory"
     assert err.correction.resources == {"memory_factor": 2.0}  # one rank: more memory
-    assert err.kind == "infrastructure"
+    assert err.kind == "resources"
 
 
 def test_explain_failure_on_a_dead_directory(template, profile, tmp_path):

@@ -46,8 +46,8 @@ def test_unsupported_calculation_lists_accepted():
 
 def test_calculation_failed_carries_the_diagnosis(tmp_path):
     correction = Correction("scf_unconverged", "halve mixing", {"electrons": {"mixing_beta": 0.35}})
-    err = SCFError(tmp_path, "scf_unconverged: halve mixing", "science", correction, ("scf",))
-    assert err.directory == tmp_path and err.kind == "science"
+    err = SCFError(tmp_path, "scf_unconverged: halve mixing", "numerical", correction, ("scf",))
+    assert err.directory == tmp_path and err.kind == "numerical"
     assert err.correction is correction
     data = err.to_dict()
     assert data["error"] == "SCFError"
@@ -72,7 +72,7 @@ def test_read_error_defaults_to_infrastructure_and_keeps_path(tmp_path):
         PseudopotentialNotFound("Zr", "/x", "y"),
         UnsupportedCalculation("vasp", "md", {"static"}),
         ProgramNotFound("pw.x", "apt-get install quantum-espresso"),
-        SCFError("/run", "scf", "science", Correction("h", "d"), ("h",)),
+        SCFError("/run", "scf", "numerical", Correction("h", "d"), ("h",)),
         ReadError("/run", "truncated", "infrastructure", None, (), "/run/pw.out"),
     ],
 )

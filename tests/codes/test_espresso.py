@@ -306,7 +306,7 @@ def test_injected_scf_failure_is_diagnosed_and_corrected(si_scf, template, profi
     with pytest.raises(SCFError) as info:
         run_calculation(template, profile, tmp_path / "fail", silicon(), parameters, "static")
     err = info.value
-    assert err.kind == "science" and err.handlers == ("scf_unconverged",)
+    assert err.kind == "numerical" and err.handlers == ("scf_unconverged",)
     updates = err.correction.parameter_updates
     assert updates == {"electrons": {"mixing_beta": 0.35, "electron_maxstep": 100}}
     assert diagnose(template, tmp_path / "fail", parameters, silicon()) == err.correction
@@ -361,7 +361,7 @@ def test_walltime_stop_restarts_from_the_restart_files(template, profile, tmp_pa
     with pytest.raises(CalculationFailed) as info:
         run_calculation(template, profile, tmp_path / "stopped", atoms, parameters, "relax")
     err = info.value
-    assert err.kind == "infrastructure" and err.handlers == ("walltime",)
+    assert err.kind == "resources" and err.handlers == ("walltime",)
     correction = err.correction
     assert correction.resources == {"walltime_factor": 1.5}
     assert correction.parameter_updates == {
@@ -460,7 +460,7 @@ def test_killed_relaxation_restarts_from_scratch_at_the_last_structure(template,
     with pytest.raises(CalculationFailed) as info:
         run_calculation(template, profile, tmp_path, atoms, SI, "relax", timeout_s=1.5)
     err = info.value
-    assert err.kind == "infrastructure" and err.handlers == ("walltime",)
+    assert err.kind == "resources" and err.handlers == ("walltime",)
     correction = err.correction
     assert correction.parameter_updates == {"control": {"restart_mode": None},
                                             "parent_directory": None}

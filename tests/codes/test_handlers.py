@@ -71,7 +71,7 @@ def test_out_of_memory_markers(tmp_path, text):
     assert handler.detect(tmp_path)
     correction = handler.correct(tmp_path, {}, bulk("Cu"))
     assert correction.resources == {"ranks_factor": 0.5}
-    assert handler.kind == "infrastructure"
+    assert handler.kind == "resources"
 
 
 def test_out_of_memory_ignores_ordinary_memory_reports(tmp_path):

@@ -81,3 +81,29 @@ def test_docstring_examples():
     result = doctest.testmod(text, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+def test_check_tokens_holds_every_token_to_the_allow_list():
+    import re
+
+    from matdx.safety.text import check_tokens
+
+    token = re.compile(r"[a-z/*]+")
+    assert check_tokens("eam/alloy * *", "pair_style", token, "a-z / *") == "eam/alloy * *"
+    with pytest.raises(UnsafeValueError, match=r"pair_style: token '\$x'"):
+        check_tokens("eam $x", "pair_style", token, "a-z / *")
+    with pytest.raises(UnsafeValueError, match="pair_style: is empty"):
+        check_tokens("   ", "pair_style", token, "a-z / *")
+
+
+def test_check_keys_checks_names_at_every_depth_and_forbidden_characters():
+    from matdx.safety.text import check_keys
+
+    tree = {"SCF": {"OT": {"MINIMIZER": "CG"}}, "LIST": [{"A": "x"}]}
+    assert check_keys(tree, "input") is tree
+    with pytest.raises(UnsafeValueError, match=r"input\.SCF: key 'OT X' is not one word"):
+        check_keys({"SCF": {"OT X": 1}}, "input")
+    with pytest.raises(UnsafeValueError, match=r"incar\.ALGO: 'Fast; NELM=1' contains ';'"):
+        check_keys({"ALGO": "Fast; NELM=1"}, "incar", forbidden=";")
+    with pytest.raises(UnsafeValueError, match="line break"):
+        check_keys({"A": ["ok", "no\n"]}, "incar")

@@ -93,7 +93,7 @@ def pid():
 class NeedsMoreRoom(RuntimeError):
     """A failure whose error handler asks for half the ranks and twice the run time."""
 
-    kind = "science"
+    kind = "resources"
 
     def __init__(self) -> None:
         super().__init__("out of memory")
@@ -130,3 +130,27 @@ def add_reading(job_id):
     from matdx.workflows.reference import OutputReference
 
     return Response(output=0, addition=Flow([add(OutputReference(job_id), 1)]))
+
+
+class Diagnosed(RuntimeError):
+    """A failure that an error handler diagnosed as ``kind``, with an optional correction
+    that sets ``step`` to one more than before (the job never succeeds)."""
+
+    def __init__(self, kind: str, step: int | None) -> None:
+        super().__init__(f"{kind} failure at step {step}")
+        self.kind = kind
+        self.correction = None if step is None else {
+            "handler": f"{kind}_fixer",
+            "description": f"step {step} -> {step + 1}",
+            "max_corrections": 50,
+            "errors": [f"{kind}_error"],
+            "actions": [{"dict": "INPUT", "action": {"_set": {"step": step + 1}}}],
+            "inputs_update": {"kwargs": {"step": step + 1}},
+            "resources_update": {},
+        }
+
+
+@job(retries=3)
+def always_fails(kind, corrected, step=0):
+    """Fails with a diagnosed failure of ``kind``, corrected (a new ``step``) or not."""
+    raise Diagnosed(kind, step if corrected else None)
