@@ -65,7 +65,7 @@ from matdx.workflows.rundir import (
     read_result,
     relative_to_run_dir,
 )
-from matdx.workflows.states import move
+from matdx.workflows.states import move, move_each
 
 log = logging.getLogger(__name__)
 
@@ -560,10 +560,11 @@ def _harvest_chunk(
         if result["status"] == "completed":
             completed.append(
                 {
-                    "b_id": job_id,
-                    "b_record": record.record_id,
-                    "b_hash": record.input_hash,
-                    "b_response": _graph_change(result),
+                    "id": job_id,
+                    "record_id": record.record_id,
+                    "input_hash": record.input_hash,
+                    "pending_response": _graph_change(result),
+                    "reason": "",
                 }
             )
         else:
@@ -572,9 +573,10 @@ def _harvest_chunk(
             ).get("correction")
             errored.append(
                 {
-                    "b_id": job_id,
-                    "b_failures": job.failures + int(spends_retry),
-                    "b_reason": (error or {}).get("last_line", "failed"),
+                    "id": job_id,
+                    "record_id": None,
+                    "failures": job.failures + int(spends_retry),
+                    "reason": (error or {}).get("last_line", "failed"),
                 }
             )
 
@@ -605,33 +607,6 @@ def _harvest_chunk(
         ),
         attempts,
     )
-    jobs_table, now = Job.__table__, utcnow()
-    running = (jobs_table.c.id == bindparam("b_id")) & (jobs_table.c.state == JobState.RUNNING)
-    if completed:
-        session.execute(
-            jobs_table.update()
-            .where(running)
-            .values(
-                state=JobState.COMPLETED,
-                record_id=bindparam("b_record"),
-                input_hash=bindparam("b_hash"),
-                pending_response=bindparam("b_response"),
-                reason="",
-                updated_at=now,
-            ),
-            completed,
-        )
-    if errored:
-        session.execute(
-            jobs_table.update()
-            .where(running)
-            .values(
-                state=JobState.ERRORED,
-                record_id=None,
-                failures=bindparam("b_failures"),
-                reason=bindparam("b_reason"),
-                updated_at=now,
-            ),
-            errored,
-        )
+    move_each(session, completed, JobState.RUNNING, JobState.COMPLETED)
+    move_each(session, errored, JobState.RUNNING, JobState.ERRORED)
     return len(completed), len(errored)
