@@ -66,7 +66,7 @@ def fsync_directory(directory: str | Path) -> None:
         os.close(fd)
 
 
-def write_json_atomic(path: str | Path, data: Any) -> None:
+def write_json_atomic(path: str | Path, data: Any, *, allow_nan: bool = False) -> None:
     """Write ``data`` as JSON to ``path`` so that readers never see a partial file.
 
     Temporary file in the same directory, fsync, rename, fsync of the directory.
@@ -75,7 +75,7 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, allow_nan=False, separators=(",", ":"))
+            json.dump(data, handle, allow_nan=allow_nan, separators=(",", ":"))
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
