@@ -189,8 +189,16 @@ class Manifest:
             ],
         }
         tmp = Path(f"{path}.partial")
-        tmp.write_text(json.dumps(data))
+        with open(tmp, "w") as handle:
+            handle.write(json.dumps(data))
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
+        directory = os.open(Path(path).parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
 
     def deadline_from(self, start: float) -> float | None:
         """The Unix time after which no task may still run, for a farm started at ``start``."""

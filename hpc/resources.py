@@ -5,8 +5,9 @@ Names (job name, partition, account, QOS, modules, environment variable names)
 and paths are restricted to safe character sets, because scheduler directives
 (``#SBATCH``, ``#PBS``, ``#BSUB``, ``#$``) are parsed by the scheduler, not by a
 shell, and cannot be quoted. Free text that only reaches the shell body of the
-script (environment values, command arguments) is accepted as it is and rendered
-with :func:`shlex.quote`, so it is always data, never code.
+script (environment values, command arguments) is rendered with :func:`shlex.quote`, so it is
+always data, never code; it may hold no line break or other control character
+(:func:`check_script_value`), since a scheduler reads directives line by line, quotes or not.
 
 Commands (``pre_commands``, ``post_commands`` and the script's main commands) are
 argv lists. A string is split with :func:`shlex.split`; shell syntax such as
@@ -40,6 +41,7 @@ from pydantic import (
 )
 
 from matdx.hpc.errors import ResourceError
+from matdx.safety.text import check_line
 
 # fullmatch everywhere: ``$`` in re.match would accept a trailing newline.
 JOB_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
@@ -232,13 +234,22 @@ def check_env_name(value: str) -> str:
     return value
 
 
-def check_no_nul(value: str, what: str) -> str:
-    """Reject NUL characters, which no command line or script can carry."""
+def check_script_value(value: str, what: str) -> str:
+    """Return ``value`` if it can be written on one line of a batch script.
+
+    A line break would start a new line that the scheduler reads as a directive (a ``#$``
+    line in an SGE script is obeyed wherever it stands), whatever quoting the shell sees, so
+    line breaks, carriage returns, NUL and every other control character are refused
+    (:func:`matdx.safety.text.check_line`).
+
+    Raises
+    ------
+    ValueError
+        Naming ``what`` and the character found.
+    """
     if not isinstance(value, str):
         raise ValueError(f"{what} must be a string, got {value!r}")
-    if "\x00" in value:
-        raise ValueError(f"{what} {value!r} contains a NUL character")
-    return value
+    return check_line(value, what)
 
 
 def to_argv(value: Any) -> tuple[str, ...]:
@@ -249,7 +260,8 @@ def to_argv(value: Any) -> tuple[str, ...]:
     Raises
     ------
     ValueError
-        If the command is empty, has unbalanced quotes, or holds a non-string or NUL.
+        If the command is empty, has unbalanced quotes, or holds a non-string, a line break
+        or another control character.
 
     Examples
     --------
@@ -257,7 +269,7 @@ def to_argv(value: Any) -> tuple[str, ...]:
     ('echo', 'a b', 'c;d')
     """
     if isinstance(value, str):
-        check_no_nul(value, "command")
+        check_script_value(value, "command")
         try:
             argv = shlex.split(value)
         except ValueError as err:
@@ -269,7 +281,7 @@ def to_argv(value: Any) -> tuple[str, ...]:
     if not argv:
         raise ValueError(f"a command must not be empty, got {value!r}")
     for arg in argv:
-        check_no_nul(arg, "command argument")
+        check_script_value(arg, "command argument")
     return tuple(argv)
 
 
@@ -445,7 +457,7 @@ class Resources(BaseModel):
             check_env_name(name)
             if isinstance(val, bool) or not isinstance(val, str | int | float):
                 raise ValueError(f"value of {name} must be a string or number, got {val!r}")
-            env[name] = check_no_nul(str(val), f"value of {name}")
+            env[name] = check_script_value(str(val), f"value of {name}")
         return env
 
     @field_validator("output", "error", "working_directory", mode="before")

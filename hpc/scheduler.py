@@ -305,7 +305,8 @@ class Scheduler(ABC):
         commands: Iterable[str | Sequence[str]],
         path: str | os.PathLike[str],
     ) -> Path:
-        """Render and write a batch script atomically (mode 0750).
+        """Render and write a batch script atomically and durably (mode 0750): temporary
+        file, fsync, rename, fsync of the directory.
 
         Returns
         -------
@@ -318,11 +319,14 @@ class Scheduler(ABC):
         try:
             with os.fdopen(fd, "w") as fh:
                 fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
             os.chmod(tmp, 0o750)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        _fsync_directory(path.parent)
         return path
 
     # ------------------------------------------------------------ job ids
@@ -532,3 +536,12 @@ def scheduler_classes() -> dict[str, type[Scheduler]]:
         SlurmScheduler, PBSProScheduler, TorqueScheduler, LSFScheduler, SGEScheduler,
     ]
     return {cls.name: cls for cls in classes}
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename in ``directory`` survive a crash of the machine."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

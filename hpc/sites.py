@@ -44,7 +44,7 @@ from matdx.hpc.resources import (
     check_env_name,
     check_identifier,
     check_module,
-    check_no_nul,
+    check_script_value,
     format_hms,
     format_memory,
     format_validation_error,
@@ -121,7 +121,7 @@ class MPILauncher(BaseModel):
     @field_validator("args")
     @classmethod
     def _args(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(check_no_nul(a, "MPI launcher argument") for a in value)
+        return tuple(check_script_value(a, "MPI launcher argument") for a in value)
 
     @field_validator("ranks_flag")
     @classmethod
@@ -238,8 +238,17 @@ class SiteProfile(BaseModel):
             check_env_name(key)
             if isinstance(val, bool) or not isinstance(val, str | int | float):
                 raise ValueError(f"value of {key} must be a string or number, got {val!r}")
-            out[key] = check_no_nul(str(val), f"value of {key}")
+            out[key] = check_script_value(str(val), f"value of {key}")
         return out
+
+    @field_validator("scheduler_options")
+    @classmethod
+    def _options(cls, value: dict[str, str | int | bool]) -> dict[str, str | int | bool]:
+        for key, val in value.items():
+            check_script_value(key, "scheduler_options key")
+            if isinstance(val, str):
+                check_script_value(val, f"scheduler_options.{key}")
+        return value
 
     @field_validator("scratch")
     @classmethod

@@ -497,9 +497,12 @@ class Client:
         licenses: list[str] | None = None,
         fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
         seed: int = 0,
+        overwrite: bool = False,
         **criteria: Any,
     ) -> Any:
         """Export the records the requester may take out of the store.
+
+        An existing file is never overwritten (``FileExistsError``) unless ``overwrite``.
 
         Parameters
         ----------
@@ -519,11 +522,12 @@ class Client:
         :class:`~matdx.store.export_extxyz.ExtxyzReport` or an
         :class:`~matdx.store.archive.ArchiveReport`.
         """
-        from matdx.store.exporting import exportable_records
+        from matdx.store.exporting import claim_export_target, exportable_records
 
         writers = ("optimade", "extxyz", "ase", "parquet", "archive")
         if fmt not in writers:
             raise ValueError(f"export format: {fmt!r} is not one of {', '.join(writers)}")
+        claim_export_target(fmt, path, overwrite=overwrite)
         query = self.record_query(**criteria)
         who = requester or self.identity()
         with self.store.transaction() as session:

@@ -9,9 +9,11 @@ document upgraded to the current schema.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import and_, select
@@ -23,7 +25,7 @@ from matdx.store.models import Record, RecordArtifact
 from matdx.store.records import CalculationRecord, validate_document
 from matdx.store.search import RecordQuery, query_conditions
 
-__all__ = ["ExportedRecord", "exportable_records", "license_filter"]
+__all__ = ["ExportedRecord", "claim_export_target", "exportable_records", "license_filter"]
 
 BATCH = 500
 
@@ -37,6 +39,38 @@ class ExportedRecord:
     output: Any
     created_at: datetime
     artifacts: tuple[tuple[str, str, str], ...]
+
+
+def claim_export_target(fmt: str, path: str | Path, *, overwrite: bool = False) -> None:
+    """Refuse to export over an existing file unless ``overwrite`` is set; with it, remove
+    the files the export will write.
+
+    ``extxyz`` writes ``train.xyz``, ``validation.xyz`` and ``test.xyz`` into the directory
+    ``path``; every other format writes the file ``path`` (an existing ASE database would
+    be appended to, any other file replaced).
+
+    Raises
+    ------
+    FileExistsError
+        Naming the file and the ``--overwrite`` option.
+    """
+    path = Path(path)
+    if fmt == "extxyz":
+        from matdx.store.export_extxyz import SPLITS
+
+        targets = [path / f"{split}.xyz" for split in SPLITS]
+    else:
+        targets = [path]
+    for target in targets:
+        if os.path.lexists(target) and not overwrite:
+            raise FileExistsError(
+                f"{target} exists; export never overwrites a file unless --overwrite is given"
+            )
+        if overwrite and target.is_dir():
+            raise FileExistsError(f"{target} is a directory; export writes a file there")
+    if overwrite:
+        for target in targets:
+            target.unlink(missing_ok=True)
 
 
 def license_filter(licenses: Iterable[str] | None) -> list[str] | None:

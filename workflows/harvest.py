@@ -3,15 +3,23 @@
 For every active batch the farm's event log says which tasks ended; each ended task's
 ``result.json`` becomes one record (completed or failed attempt), its output files become
 artifacts, and the job moves to COMPLETED or ERRORED, all in one transaction per group of
-results. A batch that is over (its farm ended, or died) has its remaining tasks requeued
-without spending a retry. Running the same harvest twice is harmless: a job is harvested only
-while it is RUNNING with the attempt the result names, and the store allows one record per
-job attempt.
+results. A run directory is untrusted input (``matdx.workflows.rundir``): whatever is wrong
+with one (a torn ``result.json``, an output that is a FIFO or a link to ``/etc``, a file over
+the campaign's size limit) is that job's infrastructure failure, and the others are harvested.
+Files are read, hashed and copied into the artifact store before the write transaction opens,
+so the store is locked only while rows are written. An error of the store itself (disk full,
+permissions, lost database connection) is nobody's failure: the result stays in its run
+directory, no retry is spent, and the next tick records it. A batch that is over (its farm
+ended, or died) has its remaining tasks requeued without spending a retry. Running the same
+harvest twice is harmless: a job is harvested only while it is RUNNING with the attempt the
+result names, and the store allows one record per job attempt.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,9 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import bindparam, insert, select
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from matdx.hpc.farm import ABANDONED, batch_claimant, claim_batch, read_events
+from matdx.safety.text import first_unsafe
+from matdx.store.artifacts import ObjectTooLarge, StoreWriteError
 from matdx.store.models import (
     Artifact,
     Attempt,
@@ -43,8 +54,18 @@ from matdx.store.store import Store
 from matdx.workflows.executors.base import BatchStatus, Executor
 from matdx.workflows.files import iter_artifacts
 from matdx.workflows.records import build_record
-from matdx.workflows.rundir import JOB_FILE, RESULT_FILE, read_json
-from matdx.workflows.states import move
+from matdx.workflows.rundir import (
+    DEFAULT_MAX_OUTPUT_BYTES,
+    JOB_FILE,
+    RESULT_FILE,
+    UntrustedRunDir,
+    check_artifact_name,
+    open_in_run_dir,
+    read_limited,
+    read_result,
+    relative_to_run_dir,
+)
+from matdx.workflows.states import move, move_each
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +84,10 @@ class HarvestReport:
     errored: int = 0
     requeued: int = 0
     batches_ended: int = 0
+    # Results left in their run directories because the store could not take them this tick
+    # (disk full, permissions, database connection lost); the next tick records them.
+    deferred: int = 0
+    refused: dict[str, str] = field(default_factory=dict)  # job id -> why its run dir was refused
     busy: dict[str, int] = field(default_factory=dict)  # batch id -> slots still occupied
 
 
@@ -139,9 +164,9 @@ def _harvest_batch(store: Store, batch: Batch, status: BatchStatus, report: Harv
         return  # still starting
     with store.transaction() as session:
         running = session.execute(
-            select(Job.id, Job.attempt, Job.run_dir).where(
-                Job.batch_id == batch.id, Job.state == JobState.RUNNING
-            )
+            select(Job.id, Job.attempt, Job.run_dir, Campaign.executor)
+            .join(Campaign, Campaign.id == Job.campaign_id)
+            .where(Job.batch_id == batch.id, Job.state == JobState.RUNNING)
         ).all()
     report.busy[batch.id] = min(batch.workers, batch.n_tasks - len(ended))
     todo = []
@@ -149,21 +174,48 @@ def _harvest_batch(store: Store, batch: Batch, status: BatchStatus, report: Harv
     # A worker that "crashed" while its allocation was being taken away (walltime, scancel,
     # node failure) was killed with it: the task is requeued, not failed.
     killed = over and status.infrastructure_failure
-    for job_id, attempt, run_dir in running:
+    for job_id, attempt, run_dir, executor in running:
         result_file = Path(run_dir) / RESULT_FILE
         if job_id in ended or over:
             crashed = ended.get(job_id, "").startswith("crashed")
-            if result_file.is_file() or (crashed and not killed):
-                todo.append((job_id, attempt, run_dir))
+            if os.path.lexists(result_file) or (crashed and not killed):
+                todo.append((job_id, attempt, run_dir, _max_output_bytes(executor)))
             elif over:
                 lost.append(job_id)
+    deferred = 0
     for start in range(0, len(todo), CHUNK):
-        chunk = [
-            (job_id, attempt, run_dir, ended.get(job_id))
-            for job_id, attempt, run_dir in todo[start : start + CHUNK]
-        ]
-        with store.transaction() as session:
-            _harvest_chunk(store, session, batch, chunk, report)
+        prepared: list[_Prepared] = []
+        for job_id, attempt, run_dir, max_bytes in todo[start : start + CHUNK]:
+            try:
+                found = _prepare(store, job_id, attempt, Path(run_dir), ended.get(job_id),
+                                 max_bytes)
+            except StoreWriteError as error:
+                log.warning("job %s: result kept in %s for the next tick: %s",
+                            job_id, run_dir, error)
+                deferred += 1
+                continue
+            if found is not None:
+                prepared.append(found)
+                if found.refused:
+                    report.refused[job_id] = found.refused
+        if not prepared:
+            continue
+        try:
+            with store.transaction() as session:
+                done, failed = _harvest_chunk(store, session, batch, prepared)
+        except (OperationalError, InterfaceError, StoreWriteError) as error:
+            # The store could not be written: nobody's failure; the next tick tries again.
+            log.warning("%d result(s) of batch %s kept in their run directories for the next "
+                        "tick: %s", len(prepared), batch.id[:8], error)
+            deferred += len(prepared)
+            for item in prepared:
+                report.refused.pop(item.job_id, None)
+            continue
+        report.completed += done
+        report.errored += failed
+    report.deferred += deferred
+    if deferred:
+        over = False  # the batch stays active until every result it left is recorded
     if lost:
         if status.infrastructure_failure or finished is None or finished.startswith("signal"):
             reason = f"batch {batch.id[:8]} ended: {status.reason or finished or 'unknown reason'}"
@@ -224,45 +276,76 @@ def _requeue(session: Session, job_ids: list[str], reason: str) -> None:
         )
 
 
-def _ingest_artifacts(store: Store, output: Any, run_dir: Path) -> list[ArtifactReference]:
-    """Copy the files an output names into the artifact store; strip their local paths."""
+def _max_output_bytes(executor: Mapping[str, Any] | None) -> int:
+    """The campaign's limit on one output file, bytes (``executor.max_output_mb``)."""
+    limit = (executor or {}).get("max_output_mb")
+    return int(limit) << 20 if limit else DEFAULT_MAX_OUTPUT_BYTES
+
+
+@dataclass
+class _Prepared:
+    """One attempt's result, read from its run directory, its files already in the store."""
+
+    job_id: str
+    attempt: int
+    run_dir: Path
+    result: dict[str, Any]
+    references: list[ArtifactReference]
+    inputs: Any  # from job.json; None: use the job's own
+    refused: str = ""  # why the run directory was refused ("" if it was not)
+
+
+def _ingest_artifacts(
+    store: Store, output: Any, run_dir: Path, max_bytes: int
+) -> list[ArtifactReference]:
+    """Copy the files an output names into the artifact store; strip their local paths.
+
+    Raises
+    ------
+    UntrustedRunDir
+        A file or name the run directory may not hand over (see ``matdx.workflows.rundir``).
+    StoreWriteError
+        The artifact store could not be written.
+    """
     references: list[ArtifactReference] = []
     names: set[str] = set()
     for payload in iter_artifacts(output):
+        if not isinstance(payload, dict):
+            raise UntrustedRunDir(f"an artifact entry is {type(payload).__name__}, not an object")
         path = payload.pop("path", None)
         if path is None:
             continue
-        source = Path(path) if Path(path).is_absolute() else run_dir / path
-        sha256, size = store.artifacts.put_file(source)
-        if sha256 != payload["sha256"]:
-            raise OSError(f"{source}: changed after the job returned it (sha256 differs)")
-        name, copy = payload["name"], 2
-        while name in names:  # two files returned under one name: keep both
-            name, copy = f"{payload['name']}.{copy}", copy + 1
-        names.add(name)
-        payload["name"] = name
+        name = check_artifact_name(payload.get("name"))
+        media_type = payload.get("media_type")
+        if not isinstance(media_type, str) or len(media_type) > 255 or first_unsafe(media_type):
+            raise UntrustedRunDir(f"artifact {name!r}: media_type {media_type!r} is not valid")
+        relative = relative_to_run_dir(run_dir, path)
+        try:
+            with open_in_run_dir(run_dir, relative, max_bytes) as handle:
+                sha256, size = store.artifacts.put_file(handle, max_bytes=max_bytes)
+        except ObjectTooLarge as error:
+            raise UntrustedRunDir(
+                f"{relative}: grew over the campaign's limit of {max_bytes} bytes "
+                "(executor.max_output_mb) while it was copied"
+            ) from error
+        if sha256 != payload.get("sha256"):
+            raise UntrustedRunDir(f"{relative}: changed after the job returned it (sha256 differs)")
+        unique, copy = name, 2
+        while unique in names:  # two files returned under one name: keep both
+            unique, copy = f"{name}.{copy}", copy + 1
+        names.add(unique)
+        payload["name"] = unique
+        payload["size"] = size
         references.append(
             ArtifactReference(
-                role="output",
-                name=name,
-                media_type=payload["media_type"],
-                size=size,
-                sha256=sha256,
+                role="output", name=unique, media_type=media_type, size=size, sha256=sha256
             )
         )
     return references
 
 
-def _read_result(
-    job_id: str, attempt: int, run_dir: Path, farm_status: str | None
-) -> dict[str, Any] | None:
-    """The attempt's result, a failure for a worker that died, or None for a stale file."""
-    result_file = run_dir / RESULT_FILE
-    if result_file.is_file():
-        result = read_json(result_file)
-        if result.get("job_id") != job_id or result.get("attempt") != attempt:
-            return None  # a result of another attempt; never harvest it as this one
-        return result
+def _failure(job_id: str, attempt: int, kind: str, error_type: str, message: str,
+             last_line: str) -> dict[str, Any]:
     return {
         "job_id": job_id,
         "attempt": attempt,
@@ -270,14 +353,50 @@ def _read_result(
         "output": None,
         "response": None,
         "input_hash": None,
-        "error": {
-            "type": "WorkerDied",
-            "message": farm_status,
-            "last_line": f"worker process died: {farm_status}",
-            "kind": "science",
-            "correction": None,
-        },
+        "error": {"type": error_type, "message": message, "last_line": last_line,
+                  "kind": kind, "correction": None},
     }
+
+
+def _prepare(
+    store: Store, job_id: str, attempt: int, run_dir: Path, farm_status: str | None,
+    max_bytes: int,
+) -> _Prepared | None:
+    """Read one attempt's run directory and put its files in the artifact store, outside any
+    transaction. None for a result of another attempt (never harvested as this one).
+
+    A run directory that cannot be trusted gives a failed result of kind "infrastructure"
+    (spends no retry; ``matdx.workflows.recover`` bounds the repeats), with the reason.
+
+    Raises
+    ------
+    StoreWriteError
+        The artifact store could not be written: the result stays for the next tick.
+    """
+    if not os.path.lexists(run_dir / RESULT_FILE):
+        result = _failure(job_id, attempt, "science", "WorkerDied", farm_status or "",
+                          f"worker process died: {farm_status}")
+        return _Prepared(job_id, attempt, run_dir, result, [], None)
+    try:
+        parsed = read_result(run_dir, max_bytes)
+        if parsed.job_id != job_id or parsed.attempt != attempt:
+            return None
+        result = parsed.model_dump()
+        references = _ingest_artifacts(store, result.get("output"), run_dir, max_bytes)
+    except (UntrustedRunDir, OSError) as error:
+        if isinstance(error, StoreWriteError):
+            raise
+        reason = str(error) if isinstance(error, UntrustedRunDir) else f"cannot read: {error}"
+        result = _failure(job_id, attempt, "infrastructure", "UntrustedRunDir", reason,
+                          f"harvest refused the run directory: {reason}")
+        return _Prepared(job_id, attempt, run_dir, result, [], None, refused=reason)
+    inputs = None
+    try:
+        with open_in_run_dir(run_dir, JOB_FILE, max_bytes) as handle:
+            inputs = json.loads(read_limited(handle, max_bytes) or b"null").get("inputs")
+    except (UntrustedRunDir, OSError, ValueError, AttributeError):
+        inputs = None  # the job's own inputs, as the store knows them, describe it
+    return _Prepared(job_id, attempt, run_dir, result, references, inputs)
 
 
 def _graph_change(result: dict[str, Any]) -> dict[str, Any] | None:
@@ -299,33 +418,27 @@ def _record_row(record: Any, result: dict[str, Any]) -> dict[str, Any]:
             "created_at": utcnow()}
 
 
-def _record_of(result: dict[str, Any], *, store: Store, job: Job, campaign: Campaign,
-               inputs: Any, run_dir: Path, record_id: str, parents: list[str],
-               retry_of: str | None, batch: Batch) -> tuple[Any, list[ArtifactReference]]:
-    """The validated record of one attempt, and its output files, now in the artifact store."""
-    references = _ingest_artifacts(store, result.get("output"), run_dir)
-    record = build_record(
+def _record_of(result: dict[str, Any], *, job: Job, campaign: Campaign, inputs: Any,
+               run_dir: Path, record_id: str, parents: list[str], retry_of: str | None,
+               batch: Batch, references: list[ArtifactReference]) -> Any:
+    """The validated record of one attempt."""
+    return build_record(
         record_id=record_id, job=job, campaign=campaign, result=result, inputs=inputs,
         artifacts=references, parents=parents, retry_of=retry_of,
         corrections=list(job.corrections or []), batch_id=batch.id,
         scheduler_job_id=batch.scheduler_id, run_dir=str(run_dir),
     )
-    return record, references
 
 
 def _harvest_chunk(
-    store: Store,
-    session: Session,
-    batch: Batch,
-    items: list[tuple[str, int, str, str | None]],
-    report: HarvestReport,
-) -> None:
-    """Harvest a group of finished attempts with a fixed number of statements.
+    store: Store, session: Session, batch: Batch, items: list[_Prepared]
+) -> tuple[int, int]:
+    """Record a group of prepared attempts with a fixed number of statements.
 
-    ``items`` holds (job id, attempt, run dir, farm status). Everything, records and job
-    states alike, is written in the caller's single transaction.
+    Everything, records and job states alike, is written in the caller's single transaction;
+    no file is read here. Returns (completed, errored) counts.
     """
-    ids = [job_id for job_id, *_ in items]
+    ids = [item.job_id for item in items]
     jobs = {
         job.id: job
         for job in session.scalars(
@@ -333,15 +446,15 @@ def _harvest_chunk(
         )
     }
     results: dict[str, dict[str, Any]] = {}
-    for job_id, attempt, run_dir, farm_status in items:
-        job = jobs.get(job_id)
-        if job is None or job.attempt != attempt:
+    prepared: dict[str, _Prepared] = {}
+    for item in items:
+        job = jobs.get(item.job_id)
+        if job is None or job.attempt != item.attempt:
             continue
-        result = _read_result(job_id, attempt, Path(run_dir), farm_status)
-        if result is not None:
-            results[job_id] = result
+        results[item.job_id] = item.result
+        prepared[item.job_id] = item
     if not results:
-        return
+        return 0, 0
     record_ids = {job_id: str(uuid.uuid4()) for job_id in results}
     campaigns = {
         c.id: c
@@ -369,34 +482,35 @@ def _harvest_chunk(
 
     records, links, edges, attempts, completed, errored = [], [], [], [], [], []
     artifacts: dict[str, dict[str, Any]] = {}
-    for job_id, result in results.items():
-        job, run_dir = jobs[job_id], Path(jobs[job_id].run_dir)
-        job_file = run_dir / JOB_FILE
-        inputs = read_json(job_file)["inputs"] if job_file.is_file() else job.inputs
-
+    for job_id, result in list(results.items()):
+        job, item = jobs[job_id], prepared[job_id]
         context = {
-            "store": store, "job": job, "campaign": campaigns[job.campaign_id],
-            "inputs": inputs, "run_dir": run_dir, "record_id": record_ids[job_id],
+            "job": job, "campaign": campaigns[job.campaign_id],
+            "inputs": item.inputs if item.inputs is not None else job.inputs,
+            "run_dir": item.run_dir, "record_id": record_ids[job_id],
             "parents": sorted(parents[job_id]), "retry_of": previous.get(job_id),
             "batch": batch,
         }
+        references = item.references
         try:
-            record, references = _record_of(result, **context)
-        except (OSError, ValueError, TypeError, KeyError) as error:
-            # An output the store cannot take (a file gone or changed, a value the record
-            # schema rejects) fails this attempt; it must not stop the tick.
+            record = _record_of(result, references=references, **context)
+        except (ValueError, TypeError, KeyError) as error:
+            # An output the record schema rejects fails this attempt; it must not stop the
+            # tick.
             result = {**result, "status": "failed", "output": None, "response": None,
                       "error": {"type": type(error).__name__, "message": str(error),
                                 "last_line": f"harvest: {type(error).__name__}: {error}",
                                 "kind": "science", "correction": None}}
             results[job_id] = result
+            references = []
             try:
-                record, references = _record_of(result, **context)
-            except (OSError, ValueError, TypeError, KeyError) as again:
+                record = _record_of(result, references=references, **context)
+            except (ValueError, TypeError, KeyError) as again:
                 # Not even the failed attempt can be recorded (e.g. its campaign's governance
                 # no longer validates): the job stays as it is, with its result on disk, and
                 # the rest of the tick goes on.
-                log.error("job %s: result kept in %s, not harvested: %s", job_id, run_dir, again)
+                log.error("job %s: result kept in %s, not harvested: %s", job_id,
+                          item.run_dir, again)
                 continue
         records.append(_record_row(record, result))
         for reference in references:
@@ -446,10 +560,11 @@ def _harvest_chunk(
         if result["status"] == "completed":
             completed.append(
                 {
-                    "b_id": job_id,
-                    "b_record": record.record_id,
-                    "b_hash": record.input_hash,
-                    "b_response": _graph_change(result),
+                    "id": job_id,
+                    "record_id": record.record_id,
+                    "input_hash": record.input_hash,
+                    "pending_response": _graph_change(result),
+                    "reason": "",
                 }
             )
         else:
@@ -458,9 +573,10 @@ def _harvest_chunk(
             ).get("correction")
             errored.append(
                 {
-                    "b_id": job_id,
-                    "b_failures": job.failures + int(spends_retry),
-                    "b_reason": (error or {}).get("last_line", "failed"),
+                    "id": job_id,
+                    "record_id": None,
+                    "failures": job.failures + int(spends_retry),
+                    "reason": (error or {}).get("last_line", "failed"),
                 }
             )
 
@@ -469,7 +585,7 @@ def _harvest_chunk(
     if new_artifacts:
         session.execute(insert(Artifact), new_artifacts)
     if not records:
-        return
+        return 0, 0
     session.execute(insert(Record), records)
     if links:
         session.execute(insert(RecordArtifact), links)
@@ -491,34 +607,6 @@ def _harvest_chunk(
         ),
         attempts,
     )
-    jobs_table, now = Job.__table__, utcnow()
-    running = (jobs_table.c.id == bindparam("b_id")) & (jobs_table.c.state == JobState.RUNNING)
-    if completed:
-        session.execute(
-            jobs_table.update()
-            .where(running)
-            .values(
-                state=JobState.COMPLETED,
-                record_id=bindparam("b_record"),
-                input_hash=bindparam("b_hash"),
-                pending_response=bindparam("b_response"),
-                reason="",
-                updated_at=now,
-            ),
-            completed,
-        )
-    if errored:
-        session.execute(
-            jobs_table.update()
-            .where(running)
-            .values(
-                state=JobState.ERRORED,
-                record_id=None,
-                failures=bindparam("b_failures"),
-                reason=bindparam("b_reason"),
-                updated_at=now,
-            ),
-            errored,
-        )
-    report.completed += len(completed)
-    report.errored += len(errored)
+    move_each(session, completed, JobState.RUNNING, JobState.COMPLETED)
+    move_each(session, errored, JobState.RUNNING, JobState.ERRORED)
+    return len(completed), len(errored)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from matdx.hpc.farm import Manifest, Task
@@ -40,7 +40,6 @@ from matdx.store.models import (
     Job,
     JobEdge,
     JobState,
-    utcnow,
 )
 from matdx.store.store import Store
 from matdx.workflows.executors.base import MAX_TASKS_PER_BATCH, Allocation, Executor
@@ -50,8 +49,8 @@ from matdx.workflows.outputs import OutputNotReady, job_outputs
 from matdx.workflows.packing import PackTask, farm_order, pack
 from matdx.workflows.records import matdx_version
 from matdx.workflows.reference import resolve_references
-from matdx.workflows.rundir import JOB_FILE
-from matdx.workflows.states import move
+from matdx.workflows.rundir import JOB_FILE, write_json_atomic
+from matdx.workflows.states import move, move_each
 
 __all__ = ["LaunchReport", "launch", "plan_batch"]
 
@@ -325,7 +324,6 @@ def _claim_batches(
             for job in jobs
         ]
         batch_ids = []
-        now = utcnow()
         for packed in pack(candidates, allocation):
             batch_id = str(uuid.uuid4())
             slots = packed.slots_needed
@@ -352,7 +350,7 @@ def _claim_batches(
             # The jobs were read in this transaction and cannot have changed since: on SQLite
             # it holds the write lock, on PostgreSQL the READY rows are locked by the claim
             # and their WAITING descendants belong to this tick (the tick lock). One bulk
-            # update by primary key claims them all.
+            # update through the state machine claims them all.
             claimed, attempts = [], []
             for task in packed.tasks:
                 job = by_id[task.id]
@@ -361,12 +359,10 @@ def _claim_batches(
                 claimed.append(
                     {
                         "id": job.id,
-                        "state": JobState.RUNNING,
                         "attempt": attempt,
                         "batch_id": batch_id,
                         "run_dir": run_dir,
                         "reason": "",
-                        "updated_at": now,
                     }
                 )
                 attempts.append(
@@ -380,7 +376,8 @@ def _claim_batches(
                         "corrections": job.corrections or [],
                     }
                 )
-            session.execute(update(Job), claimed)
+            # READY jobs, and WAITING descendants packed with their parents, start to run.
+            move_each(session, claimed, [JobState.READY, JobState.WAITING], JobState.RUNNING)
             session.execute(insert(Attempt), attempts)
             batch_ids.append(batch_id)
     return batch_ids
@@ -467,7 +464,7 @@ def _start(store: Store, executor: Executor, batch_id: str) -> int:
             spec = _job_spec(store, session, job, job.attempt, run_dir, in_batch, outside)
             # Written before the farm starts, so nothing reads it half-written; a tick killed
             # here leaves a LAUNCHING batch that is abandoned whole.
-            (run_dir / JOB_FILE).write_text(json.dumps(spec, separators=(",", ":")))
+            write_json_atomic(run_dir / JOB_FILE, spec, allow_nan=True)
             tasks.append(
                 Task(
                     id=job.id,

@@ -11,7 +11,8 @@ inside an allocation.
 When the job was packed into one batch with its parents, ``job.json`` lists those parents'
 run directories under ``pending_parents``; their outputs are read from their ``result.json`` and
 ``job.json`` is rewritten with the resolved inputs before the function runs, so every run
-directory ends up self-contained.
+directory ends up self-contained. ``result.json`` follows the typed, versioned protocol of
+:mod:`matdx.workflows.protocol`, which harvest reads back through the same model.
 """
 
 from __future__ import annotations
@@ -27,14 +28,19 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from matdx.workflows.job import decode_inputs, load_function
+from matdx.workflows.protocol import RESULT_SCHEMA_VERSION, ResultFile
 from matdx.workflows.reference import resolve_references
 from matdx.workflows.response import Response
 from matdx.workflows.rundir import (
     JOB_FILE,
     RESULT_FILE,
+    UntrustedRunDir,
     input_hash,
     read_json,
+    read_result,
     write_json_atomic,
 )
 from matdx.workflows.serialization import encode
@@ -82,14 +88,14 @@ def _resolve_pending(spec: dict[str, Any]) -> bool:
     """Resolve references to parents that ran in the same batch; False if one did not complete."""
     outputs = {}
     for parent_id, parent_dir in spec["pending_parents"].items():
-        result_file = Path(parent_dir) / RESULT_FILE
-        if not result_file.is_file():
+        try:
+            result = read_result(parent_dir)
+        except UntrustedRunDir:
+            return False  # missing or unreadable: the tick harvests (and judges) the parent
+        response = result.response or {}
+        if result.status != "completed" or response.get("replace"):
             return False
-        result = read_json(result_file)
-        response = result.get("response") or {}
-        if result["status"] != "completed" or response.get("replace"):
-            return False
-        output = result["output"]
+        output = result.output
         for payload in _artifacts_of(output):
             payload["path"] = str(Path(parent_dir) / payload["path"])
         outputs[parent_id] = output
@@ -114,7 +120,10 @@ def run_task(run_dir: str | Path) -> str:
     run_dir = Path(run_dir).absolute()
     result_file = run_dir / RESULT_FILE
     if result_file.is_file():
-        return _status_of(read_json(result_file))
+        try:
+            return _status_of(read_result(run_dir).model_dump())
+        except UntrustedRunDir:
+            return TaskStatus.FAILED  # the tick reports why
     spec = read_json(run_dir / JOB_FILE)
     if spec.get("pending_parents"):
         if not _resolve_pending(spec):
@@ -122,6 +131,7 @@ def run_task(run_dir: str | Path) -> str:
         write_json_atomic(run_dir / JOB_FILE, spec)
 
     result: dict[str, Any] = {
+        "schema_version": RESULT_SCHEMA_VERSION,
         "job_id": spec["job_id"],
         "attempt": spec["attempt"],
         "input_hash": spec["input_hash"],
@@ -155,7 +165,13 @@ def run_task(run_dir: str | Path) -> str:
         _RESOURCES.reset(token)
         os.chdir(cwd)
     result["finished_at"] = time.time()
-    write_json_atomic(result_file, result)
+    try:
+        checked = ResultFile.model_validate(result)
+    except ValidationError as invalid:  # e.g. an error kind the protocol does not know
+        result.update(status="failed", output=None, response=None,
+                      error=_describe(ValueError(f"result.json: {invalid}")))
+        checked = ResultFile.model_validate(result)
+    write_json_atomic(result_file, checked.model_dump(mode="json"))
     return _status_of(result)
 
 

@@ -347,18 +347,30 @@ def demo(
 
 
 @store_app.command("verify")
-def store_verify(home: Home = None) -> None:
-    """Re-hash every artifact; exit 1 if one is missing or corrupt."""
-    from matdx.store.integrity import verify_artifacts
+def store_verify(
+    home: Home = None,
+    repair: Annotated[
+        bool,
+        typer.Option("--repair", help="refetch missing or corrupt objects from run directories "
+                     "that still hold their bytes"),
+    ] = False,
+) -> None:
+    """Re-hash every artifact; exit 1 if one is missing or corrupt (and, with --repair, could
+    not be refetched)."""
+    from matdx.store.integrity import repair_artifacts, verify_artifacts
 
-    report = verify_artifacts(_client(home).store)
+    store = _client(home).store
+    report = repair_artifacts(store) if repair else verify_artifacts(store)
     for label, shas in (("missing", report.missing), ("corrupt", report.corrupt)):
         for sha in shas:
             records = ", ".join(r[:8] for r in report.referenced_by.get(sha, []))
-            console.print(f"[red]{label}[/red] {sha} (records: {records or 'none'})")
+            fixed = report.repaired.get(sha)
+            note = f"; repaired from {fixed}" if fixed else ""
+            console.print(f"[red]{label}[/red] {sha} (records: {records or 'none'}){note}")
     console.print(
         f"{report.checked} artifact(s) checked: {len(report.missing)} missing, "
         f"{len(report.corrupt)} corrupt"
+        + (f", {len(report.repaired)} repaired" if repair else "")
     )
     if not report.ok:
         raise typer.Exit(1)

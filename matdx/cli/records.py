@@ -387,6 +387,9 @@ def _make_export_command(fmt: ExportFormat, what: str, target: str) -> None:
             str, typer.Option(help="extxyz: train,validation,test shares")
         ] = "0.8,0.1,0.1",
         seed: Annotated[int, typer.Option(help="extxyz: seed of the split")] = 0,
+        overwrite: Annotated[
+            bool, typer.Option("--overwrite", help="replace an existing output file")
+        ] = False,
         user: User = None,
         group: Groups = None,
         admin: Admin = False,
@@ -410,6 +413,7 @@ def _make_export_command(fmt: ExportFormat, what: str, target: str) -> None:
                 output,
                 requester=_requester(client, user, group, admin),
                 licenses=license,
+                overwrite=overwrite,
                 **extra,
                 **criteria,
             )

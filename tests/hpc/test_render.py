@@ -39,7 +39,6 @@ PAYLOADS = [
     "; touch {canary}",
     "$(touch {canary})",
     "`touch {canary}`",
-    "x\ntouch {canary}\n",
     "' ; touch {canary}; '",
     '" ; touch {canary}; "',
     "\\'; touch {canary} #",
@@ -49,6 +48,31 @@ PAYLOADS = [
     "> {canary}",
     "$((6*7)) $HOME ~ *",
 ]
+
+
+# A line break in any value would put the rest on a line of its own, which the scheduler reads
+# as a directive whatever the shell's quoting (SGE obeys a "#$" line anywhere in the script).
+LINE_BREAKS = ["x\n#$ -l h_rt=999:00:00", "x\r#SBATCH --uid=0", "x\n#PBS -l walltime=999:00:00",
+               "x\u2028#BSUB -W 999:00"]
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS, ids=ADAPTER_IDS)
+@pytest.mark.parametrize("payload", LINE_BREAKS)
+@pytest.mark.parametrize("place", ["environment", "pre_commands", "post_commands", "command"])
+def test_line_breaks_never_reach_a_batch_script(adapter, payload, place):
+    fields = {
+        "environment": {"environment": {"MATDX_PAYLOAD": payload}},
+        "pre_commands": {"pre_commands": [["echo", payload]]},
+        "post_commands": {"post_commands": ["echo " + shlex.quote(payload)]},
+        "command": {},
+    }[place]
+    def render() -> str:
+        resources = Resources(job_name="inject", walltime=60, **fields)
+        return adapter.render(resources, [["echo", payload if place == "command" else "ok"]])
+
+    with pytest.raises(ResourceError, match="line break") as info:
+        render()
+    assert "U+" in str(info.value)  # names the character
 
 
 def run_script(text: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:

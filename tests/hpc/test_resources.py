@@ -69,8 +69,8 @@ def test_defaults_and_derived_values():
 
 
 def test_commands_are_argv_tuples():
-    r = Resources(walltime=60, pre_commands=["echo a;b", ["printf", "%s\n", "x y"]])
-    assert r.pre_commands == (("echo", "a;b"), ("printf", "%s\n", "x y"))
+    r = Resources(walltime=60, pre_commands=["echo a;b", ["printf", "%s\t", "x y"]])
+    assert r.pre_commands == (("echo", "a;b"), ("printf", "%s\t", "x y"))
 
 
 def test_paths_accept_pathlike():
@@ -141,7 +141,9 @@ def test_invalid_values_name_the_field(field, value):
 @pytest.mark.parametrize(
     ("env", "bad"),
     [({"A B": "x"}, "'A B'"), ({"1X": "x"}, "'1X'"), ({"X;Y": "x"}, "X;Y"),
-     ({"X": None}, "value of X"), ({"X": "a\x00b"}, "NUL")],
+     ({"X": None}, "value of X"), ({"X": "a\x00b"}, "control character (U+0000)"),
+     ({"X": "a\n#$ -l h_rt=99:00:00"}, "line break (U+000A)"),
+     ({"X": "a\r#SBATCH --uid=0"}, "line break (U+000D)")],
 )
 def test_invalid_environment(env, bad):
     with pytest.raises(ResourceError, match="environment") as info:

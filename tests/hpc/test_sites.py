@@ -115,6 +115,14 @@ def test_load_by_path_and_default_name(tmp_path):
         ({"min_poll_interval": "often"}, "min_poll_interval: 'often' is not a walltime"),
         ({"pre_commands": "module purge"}, "pre_commands: expected a list of commands"),
         ({"account": "x y"}, "account: 'x y' is not a safe name"),
+        ({"environment": {"PATH": "/x\n#$ -l h_rt=9:00:00"}},
+         "environment: value of PATH: contains a line break (U+000A)"),
+        ({"pre_commands": [["source", "/env\r#SBATCH --uid=0"]]},
+         "pre_commands: command argument: contains a line break (U+000D)"),
+        ({"mpi": {"launcher": "mpirun", "args": ["--x\n#PBS -q long"]}},
+         "MPI launcher argument: contains a line break (U+000A)"),
+        ({"scheduler": "sge", "scheduler_options": {"parallel_environment": "smp\n#$ -u root"}},
+         "scheduler_options.parallel_environment: contains a line break"),
     ],
 )
 def test_invalid_profiles_name_file_and_field(tmp_path, change, message):

@@ -16,6 +16,7 @@
       farm: mpi                       # mpi (mpiexec ... --mpi) | processes (one node)
       walltime_margin: 60             # s kept free at the end of the walltime
       task_estimate: 600              # s, for jobs with no estimate and no history
+      max_output_mb: 65536            # MiB, largest output file harvest takes (any type)
 
     executor: {type: dask, scheduler: "tcp://10.0.0.1:8786"}
     executor: {type: dask, cluster: slurm, queue: debug, cores: 1, memory: 1GB,
@@ -73,6 +74,9 @@ class LocalExecutorSpec(BaseModel):
 
     type: Literal["local"] = "local"
     workers: PositiveInt | None = None
+    # Largest output file (and result.json) harvest takes from a run directory, MiB;
+    # default 64 GiB (matdx.workflows.rundir.DEFAULT_MAX_OUTPUT_BYTES).
+    max_output_mb: int | None = Field(None, ge=1, le=1 << 30, exclude_if=lambda v: v is None)
 
 
 class BatchResourcesSpec(BaseModel):
@@ -117,6 +121,9 @@ class BatchExecutorSpec(BaseModel):
     walltime_margin: WalltimeSeconds | None = None
     task_estimate: WalltimeSeconds | None = None
     poll_interval: WalltimeSeconds | None = None
+    # Largest output file (and result.json) harvest takes from a run directory, MiB;
+    # default 64 GiB (matdx.workflows.rundir.DEFAULT_MAX_OUTPUT_BYTES).
+    max_output_mb: int | None = Field(None, ge=1, le=1 << 30, exclude_if=lambda v: v is None)
 
     @field_validator("site")
     @classmethod
@@ -152,6 +159,9 @@ class DaskExecutorSpec(BaseModel):
     interface: str | None = None
     workers: PositiveInt = 1
     tasks_in_flight: int = Field(1000, ge=1, le=100_000)
+    # Largest output file (and result.json) harvest takes from a run directory, MiB;
+    # default 64 GiB (matdx.workflows.rundir.DEFAULT_MAX_OUTPUT_BYTES).
+    max_output_mb: int | None = Field(None, ge=1, le=1 << 30, exclude_if=lambda v: v is None)
 
     @field_validator("scheduler")
     @classmethod
@@ -284,7 +294,9 @@ def executor_key(spec: Mapping[str, Any]) -> str:
         else:
             key = f"{kind}:{site}"
     else:
-        identity = {k: v for k, v in spec.items() if k != "tasks_in_flight"}
+        identity = {
+            k: v for k, v in spec.items() if k not in ("tasks_in_flight", "max_output_mb")
+        }
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
         key = f"{kind}:{digest[:12]}"
     if len(key) > KEY_LENGTH:
