@@ -51,6 +51,7 @@ from matdx.workflows.executors.spec import (
 from matdx.workflows.flow import Flow
 from matdx.workflows.maker import Maker
 from matdx.workflows.reference import OutputReference
+from matdx.workflows.serialization import encode
 from matdx.workflows.structures import StructureError, build_structures
 from matdx.workflows.submit import CampaignGraph
 
@@ -321,7 +322,7 @@ def plan_campaign(
         name=campaign.name,
         workflows=workflows,
         executor=campaign.executor.model_dump(),
-        spec=campaign.model_dump(mode="json"),
+        spec=campaign.model_dump(mode="json", fallback=encode),  # Atoms given from Python
         tags=campaign.tags,
         owner=campaign.owner,
         project=campaign.project,

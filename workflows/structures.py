@@ -10,6 +10,12 @@ Campaign files give structures as a list of sources::
         repeat: [4, 4, 4]           # optional supercell
       - file: structures/Si.cif     # CIF, POSCAR/CONTCAR, extended XYZ, or anything ASE reads
         index: ":"                  # optional: all frames of a multi-structure file
+
+From Python, an entry may also be an ``ase.Atoms`` or a pymatgen ``Structure``.
+
+Disordered structures (partial occupancies, vacancies, mixed sites) are refused
+(:mod:`matdx.workflows.disorder`), and so is a structure larger than ``max_atoms``: the size
+of a generated supercell is checked before it is built.
 """
 
 from __future__ import annotations
@@ -23,8 +29,10 @@ from ase.data import atomic_numbers
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
 
 from matdx.store.fieldpath import field_path
+from matdx.workflows.disorder import DisorderedStructure, check_ordered
 
 __all__ = [
+    "MAX_ATOMS",
     "MIN_DISTANCE",
     "BulkSource",
     "FileSource",
@@ -35,6 +43,7 @@ __all__ = [
 ]
 
 MIN_DISTANCE = 0.5  # Å; closer atoms are overlapping, not a structure
+MAX_ATOMS = 20_000  # atoms per structure unless the user forces larger ones (--force-large)
 
 
 class StructureError(ValueError):
@@ -116,7 +125,19 @@ def check_structure(atoms: Atoms, field: str) -> None:
         )
 
 
-def _bulk(source: BulkSource, field: str) -> list[Atoms]:
+def _check_size(n_atoms: int, repeat: tuple[int, int, int], field: str, max_atoms: int | None,
+                what: str) -> None:
+    """Refuse a structure of more than ``max_atoms`` atoms before its supercell is built."""
+    total = n_atoms * repeat[0] * repeat[1] * repeat[2]
+    if max_atoms is not None and total > max_atoms:
+        raise StructureError(
+            f"{field}.repeat" if repeat != (1, 1, 1) else field,
+            f"{what} would have {total:,} atoms, more than the limit of {max_atoms:,} atoms per "
+            "structure; use a smaller repeat, or submit with --force-large if you mean it",
+        )
+
+
+def _bulk(source: BulkSource, field: str, max_atoms: int | None = MAX_ATOMS) -> list[Atoms]:
     from ase.build import bulk
 
     structures = []
@@ -135,24 +156,67 @@ def _bulk(source: BulkSource, field: str) -> list[Atoms]:
             atoms = bulk(symbol, **options)
         except (ValueError, KeyError, RuntimeError) as err:
             raise StructureError(where, f"cannot build bulk {symbol}: {err}") from err
+        _check_size(len(atoms), source.repeat, field, max_atoms, f"bulk {symbol}")
         structures.append(atoms.repeat(source.repeat))
     return structures
 
 
-def _read(source: FileSource, field: str, base: Path) -> list[Atoms]:
+def _read(source: FileSource, field: str, base: Path,
+          max_atoms: int | None = MAX_ATOMS) -> list[Atoms]:
+    import warnings
+
     from ase.io import read
+
+    from matdx.workflows.reading import reason
 
     path = source.file if source.file.is_absolute() else base / source.file
     if not path.is_file():
         raise StructureError(f"{field}.file", f"no such file {str(path)!r}")
     try:
-        found = read(path, index=source.index, format=source.format)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            found = read(path, index=source.index, format=source.format)
     except Exception as err:  # ASE raises many types for unreadable files
-        raise StructureError(f"{field}.file", f"cannot read {path.name}: {err}") from err
+        raise StructureError(f"{field}.file", f"cannot read {path.name}: {reason(err)}") from err
     frames = found if isinstance(found, list) else [found]
     if not frames:
         raise StructureError(f"{field}.file", f"{path.name} holds no structure")
+    for k, atoms in enumerate(frames):
+        name = path.name if len(frames) == 1 else f"{path.name} (structure {k})"
+        try:
+            check_ordered(atoms, name, path)
+        except DisorderedStructure as err:
+            raise StructureError(f"{field}.file", str(err)) from err
+        _check_size(len(atoms), source.repeat, field, max_atoms, path.name)
     return [atoms.repeat(source.repeat) for atoms in frames]
+
+
+def _python_object(data: Any, field: str, max_atoms: int | None) -> list[Atoms]:
+    """An ``ase.Atoms`` or pymatgen ``Structure`` given from Python."""
+    if not isinstance(data, Atoms):
+        try:
+            check_ordered(data, f"the pymatgen {type(data).__name__}")
+        except DisorderedStructure as err:
+            raise StructureError(field, str(err)) from err
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        atoms = AseAtomsAdaptor.get_atoms(data)
+    else:
+        atoms = data.copy()
+        try:
+            check_ordered(atoms, "the ase.Atoms")
+        except DisorderedStructure as err:
+            raise StructureError(field, str(err)) from err
+    _check_size(len(atoms), (1, 1, 1), field, max_atoms, "the structure")
+    return [atoms]
+
+
+def _is_structure_object(data: Any) -> bool:
+    kind = type(data)
+    return isinstance(data, Atoms) or (
+        kind.__module__.startswith("pymatgen") and kind.__name__ in ("Structure", "IStructure",
+                                                                     "Molecule")
+    )
 
 
 def _keep_plain_info(atoms: Atoms) -> None:
@@ -167,7 +231,8 @@ def _keep_plain_info(atoms: Atoms) -> None:
             del atoms.info[key]
 
 
-def build_structures(sources: list[Any], field: str, base: Path) -> list[tuple[str, Atoms]]:
+def build_structures(sources: list[Any], field: str, base: Path,
+                     max_atoms: int | None = MAX_ATOMS) -> list[tuple[str, Atoms]]:
     """All structures of a study's sources, each checked and labelled with where it came from.
 
     Parameters
@@ -176,6 +241,8 @@ def build_structures(sources: list[Any], field: str, base: Path) -> list[tuple[s
         Where the sources sit in the campaign file, e.g. ``studies[0].structures``.
     base
         Directory that relative file paths are relative to.
+    max_atoms
+        Largest structure accepted (None: no limit).
 
     Raises
     ------
@@ -185,12 +252,18 @@ def build_structures(sources: list[Any], field: str, base: Path) -> list[tuple[s
     structures = []
     for i, data in enumerate(sources):
         where = f"{field}[{i}]"
-        source = parse_source(data, where)
-        built = (
-            _bulk(source, where) if isinstance(source, BulkSource) else _read(source, where, base)
-        )
+        if _is_structure_object(data):
+            built = _python_object(data, where, max_atoms)
+        else:
+            source = parse_source(data, where)
+            built = (_bulk(source, where, max_atoms) if isinstance(source, BulkSource)
+                     else _read(source, where, base, max_atoms))
         for k, atoms in enumerate(built):
             label = where if len(built) == 1 else f"{where} (structure {k})"
+            try:
+                check_ordered(atoms, "the structure")
+            except DisorderedStructure as err:
+                raise StructureError(label, str(err)) from err
             check_structure(atoms, label)
             atoms.calc = None
             _keep_plain_info(atoms)
