@@ -5,8 +5,9 @@ the quantities its ``kernels`` name:
 
 =========  ================================================================================
 ``rdf``    total g(r) (accumulated block by block), first peak, first-shell coordination
-``msd``    mean squared displacement over all time origins, diffusion coefficient with a
-           standard error from disjoint atom subsets
+``msd``    mean squared displacement over all time origins; diffusion coefficient with an
+           error that accounts for time correlation, or "no diffusion detected" and an
+           upper bound (:mod:`matdx.kernels.diffusion`)
 ``vacf``   velocity autocorrelation (normalised) and the vibrational DOS (THz)
 ``sq``     static structure factor S(q) on the allowed q-vectors of the cell
 ``angles`` bond-angle distribution within the first coordination shell
@@ -24,7 +25,8 @@ import numpy as np
 from matdx.codes.trajectory import TrajectoryReader
 from matdx.kernels.angles import bond_angle_distribution
 from matdx.kernels.cells import max_cutoff
-from matdx.kernels.msd import diffusion_coefficient, mean_squared_displacement
+from matdx.kernels.diffusion import estimate_diffusion
+from matdx.kernels.msd import mean_squared_displacement
 from matdx.kernels.rdf import RDFAccumulator, running_coordination_number
 from matdx.kernels.structure_factor import StructureFactorAccumulator
 from matdx.kernels.vacf import velocity_autocorrelation, vibrational_dos
@@ -57,10 +59,15 @@ def _msd_summary(positions: np.ndarray, cells: np.ndarray, times: np.ndarray,
     if len(times) < MIN_FRAMES_FOR_D:
         return out, [f"{len(times)} frames analysed: too few for a diffusion coefficient "
                      f"(at least {MIN_FRAMES_FOR_D})"]
-    d = diffusion_coefficient(msd.time, msd.msd, msd.blocks)
-    out.update(D_A2_per_fs=d.D, D_cm2_per_s=d.D_cm2_s, D_cm2_per_s_err=d.D_err_cm2_s,
-               fit_window_fs=list(d.fit_window))
-    return out, []
+    d = estimate_diffusion(msd.time, msd.msd, positions.shape[1])
+    value, error, bound = d.in_cm2_per_s()
+    # D is None when no diffusion is detected: a solid reports an upper bound, never a value.
+    out.update(diffusion=d.describe(), diffusion_detected=d.detected,
+               D_cm2_per_s=value if d.detected else None, D_cm2_per_s_err=error,
+               D_upper_cm2_per_s=bound, D_fit_cm2_per_s=value,
+               fit_window_fs=list(d.fit_window), ballistic_end_fs=d.ballistic_end,
+               msd_exponent=d.exponent)
+    return out, list(d.notes)
 
 
 @job
@@ -94,7 +101,10 @@ def analyze(
     -------
     dict
         ``rdf``: ``r`` (Å), ``g_r``, ``first_peak_A``, ``coordination_first_shell``;
-        ``msd``: ``time_fs``, ``msd_A2``, ``D_cm2_per_s`` ± ``D_cm2_per_s_err``;
+        ``msd``: ``time_fs``, ``msd_A2``, ``diffusion`` (one line), ``D_cm2_per_s`` ±
+        ``D_cm2_per_s_err`` (None when no diffusion is detected), ``D_upper_cm2_per_s``
+        (the upper bound then), ``D_fit_cm2_per_s`` (the fitted slope / 6),
+        ``fit_window_fs``, ``ballistic_end_fs``, ``msd_exponent``;
         ``vacf``: ``vacf``, ``vdos_frequency_THz``, ``vdos``; ``sq``: ``q``, ``s_q``;
         ``angles``: ``angle_deg``, ``angle_density``.
     """

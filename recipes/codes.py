@@ -104,6 +104,16 @@ def _espresso_pseudopotentials(elements: list[str], parameters: dict[str, Any]) 
     espresso_pseudopotentials(elements, parameters)
 
 
+def _emt_parameters(elements: list[str], parameters: dict[str, Any]) -> None:
+    """EMT's own check of its parameters (matdx.codes.emt), run at submit."""
+    from matdx.codes.emt import calculator
+
+    try:
+        calculator(parameters)
+    except ValueError as err:
+        raise ValueError(str(err).removeprefix("parameters: ")) from err
+
+
 def _template(module: str, name: str) -> Callable[[], Any]:
     def make() -> Any:
         return getattr(importlib.import_module(f"matdx.codes.{module}"), name)()
@@ -115,7 +125,7 @@ ALL_RECIPES = frozenset({"static", "relax", "eos", "elastic", "phonon", "md", "b
 
 CODES: dict[str, CodeInfo] = {
     "emt": CodeInfo("emt", ALL_RECIPES - {"bands"}, in_process=True,
-                    elements=_emt_elements()),
+                    elements=_emt_elements(), check_inputs=_emt_parameters),
     "chgnet": CodeInfo("chgnet", ALL_RECIPES - {"bands"}, in_process=True, requires="chgnet",
                        install_hint="pip install 'matdx[mlip]'"),
     "espresso": CodeInfo("espresso", ALL_RECIPES - {"md"}, program="pw.x",

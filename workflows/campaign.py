@@ -24,13 +24,14 @@ Every problem is reported as ``field: reason`` with the field's path in the file
 from __future__ import annotations
 
 import itertools
+import math
+import os
 from collections.abc import Mapping
 from datetime import datetime
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -49,10 +50,13 @@ from matdx.workflows.executors.spec import (
     validate_executor,
 )
 from matdx.workflows.flow import Flow
+from matdx.workflows.limits import MAX_SWEEP_POINTS, MAX_WORKFLOWS, setting_problem
 from matdx.workflows.maker import Maker
 from matdx.workflows.reference import OutputReference
-from matdx.workflows.structures import StructureError, build_structures
+from matdx.workflows.serialization import encode
+from matdx.workflows.structures import MAX_ATOMS, StructureError, build_structures
 from matdx.workflows.submit import CampaignGraph
+from matdx.workflows.yaml_reader import YAMLFileError, load_yaml
 
 __all__ = [
     "CampaignError",
@@ -178,27 +182,31 @@ def read_campaign(source: str | Path | Mapping[str, Any]) -> CampaignFile:
         if not path.is_file():
             raise CampaignError(f"campaign file: no such file {str(path)!r}")
         try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            raise CampaignError(
-                f"campaign file: malformed YAML{where}: {getattr(err, 'problem', err)}"
-            ) from err
+            data = load_yaml(path)
+        except YAMLFileError as err:
+            raise CampaignError(f"campaign file {path.name}: {err}") from err
     if not isinstance(data, dict):
         raise CampaignError("campaign file: expected a mapping of fields at the top level")
     try:
         return CampaignFile.model_validate(data)
     except ValidationError as err:
         raise CampaignError(_errors(err)) from err
+    except RecursionError as err:
+        raise CampaignError("campaign file: nested too deeply") from err
 
 
-def _sweep_points(study: Study, field: str) -> list[dict[str, Any]]:
+def _sweep_points(study: Study, field: str, force_large: bool = False) -> list[dict[str, Any]]:
     for key, values in study.sweep.items():
         if not values:
             raise CampaignError(f"{field}.sweep.{key}: needs at least one value")
         if key in study.settings:
             raise CampaignError(f"{field}.sweep.{key}: also set in settings; set it once")
+    size = math.prod(len(values) for values in study.sweep.values())
+    if size > MAX_SWEEP_POINTS and not force_large:
+        shape = " × ".join(f"{len(v):,}" for v in study.sweep.values())
+        raise CampaignError(f"{field}.sweep: {shape} = {size:,} combinations, more than the "
+                            f"limit of {MAX_SWEEP_POINTS:,} per study; sweep fewer values, or "
+                            "submit with --force-large if you mean it")
     keys = list(study.sweep)
     return [
         dict(zip(keys, combo, strict=True))
@@ -221,22 +229,31 @@ def _maker(recipe: type[Maker], study: Study, name: str, point: dict[str, Any],
         values["protocol"] = study.protocol
     if study.parameters:
         values["parameters"] = study.parameters
-    try:
-        return recipe.model_validate(values)
-    except ValidationError as err:
-        problems = []
-        for problem in err.errors():
-            key = problem["loc"][0] if problem["loc"] else ""
-            sweep_key = f"{name}.{key}" if chained else key
-            if sweep_key in point:
-                index = study.sweep[sweep_key].index(point[sweep_key])
-                where = f"{field}.sweep.{sweep_key}[{index}]"
-            elif key in ("code", "parameters", "protocol"):
-                where = f"{field}.{field_path(problem['loc'])}"
-            else:
-                where = f"{settings_field}.{field_path(problem['loc'])}"
-            problems.append(f"{where}: {problem['msg']}")
-        raise CampaignError("\n".join(problems)) from err
+    checked = [
+        {"loc": (key,), "msg": reason}
+        for key, value in values.items()
+        if key in recipe.model_fields
+        and (reason := setting_problem(key, value, recipe.model_fields[key].annotation))
+    ]
+    cause: ValidationError | None = None
+    if not checked:
+        try:
+            return recipe.model_validate(values)
+        except ValidationError as err:
+            checked, cause = err.errors(), err
+    problems = []
+    for problem in checked:
+        key = problem["loc"][0] if problem["loc"] else ""
+        sweep_key = f"{name}.{key}" if chained else key
+        if sweep_key in point:
+            index = study.sweep[sweep_key].index(point[sweep_key])
+            where = f"{field}.sweep.{sweep_key}[{index}]"
+        elif key in ("code", "parameters", "protocol"):
+            where = f"{field}.{field_path(problem['loc'])}"
+        else:
+            where = f"{settings_field}.{field_path(problem['loc'])}"
+        problems.append(f"{where}: {problem['msg']}")
+    raise CampaignError("\n".join(problems)) from cause
 
 
 def _check_chain(study: Study, recipes: Mapping[str, type[Maker]], field: str) -> list[str]:
@@ -270,8 +287,27 @@ def _structure_of(flow: Flow, maker: Maker, field: str) -> OutputReference:
     return OutputReference(ref["job"], (*ref["path"], "structure"))
 
 
+def _check_workers(campaign: CampaignFile) -> None:
+    workers = getattr(campaign.executor, "workers", None)
+    cpus = os.cpu_count() or 1
+    if getattr(campaign.executor, "type", "local") == "local" and workers and workers > cpus:
+        raise CampaignError(f"executor.workers: {workers} worker processes on a machine with "
+                            f"{cpus} CPU(s); at most {cpus}")
+
+
+def _check_workflow_count(count: int, field: str, force_large: bool) -> None:
+    if count > MAX_WORKFLOWS and not force_large:
+        raise CampaignError(f"{field}: the campaign would have at least {count:,} workflows, "
+                            f"more than the limit of {MAX_WORKFLOWS:,}; split it, or submit "
+                            "with --force-large if you mean it")
+
+
 def plan_campaign(
-    campaign: CampaignFile, base: str | Path = ".", recipes: Mapping[str, type[Maker]] | None = None
+    campaign: CampaignFile,
+    base: str | Path = ".",
+    recipes: Mapping[str, type[Maker]] | None = None,
+    *,
+    force_large: bool = False,
 ) -> CampaignGraph:
     """Build every workflow of a campaign, checking recipes, settings and structures.
 
@@ -279,6 +315,9 @@ def plan_campaign(
     ----------
     base
         Directory that structure file paths are relative to.
+    force_large
+        Accept more than the limits on sweep points, workflows and atoms per structure
+        (:mod:`matdx.workflows.limits`).
 
     Raises
     ------
@@ -287,17 +326,30 @@ def plan_campaign(
     """
     recipes = dict(recipes or available_recipes())
     local = getattr(campaign.executor, "type", "local") == "local"
-    workflows = []
+    _check_workers(campaign)
+    sweeps, least = [], 0
+    for i, study in enumerate(campaign.studies):  # sizes first, before anything is built
+        field = f"studies[{i}]"
+        sweeps.append(_sweep_points(study, field, force_large))
+        least += len(sweeps[-1]) * sum(
+            len(s["bulk"]) if isinstance(s, dict) and isinstance(s.get("bulk"), list) else 1
+            for s in study.structures)
+        _check_workflow_count(least, field, force_large)
+    workflows: list[tuple[str, Flow]] = []
     for i, study in enumerate(campaign.studies):
         field = f"studies[{i}]"
         chain = _check_chain(study, recipes, field)
         label_of_chain = "+".join(chain)
+        sweep = sweeps[i]
         points = [[_maker(recipes[name], study, name, point, field) for name in chain]
-                  for point in _sweep_points(study, field)]
+                  for point in sweep]
         try:
-            structures = build_structures(study.structures, f"{field}.structures", Path(base))
+            structures = build_structures(study.structures, f"{field}.structures", Path(base),
+                                          None if force_large else MAX_ATOMS)
         except StructureError as err:
             raise CampaignError(str(err)) from err
+        _check_workflow_count(len(workflows) + len(structures) * len(sweep), field,
+                              force_large)
         for label, atoms in structures:
             for makers in points:
                 flows, start = [], None
@@ -321,7 +373,7 @@ def plan_campaign(
         name=campaign.name,
         workflows=workflows,
         executor=campaign.executor.model_dump(),
-        spec=campaign.model_dump(mode="json"),
+        spec=campaign.model_dump(mode="json", fallback=encode),  # Atoms given from Python
         tags=campaign.tags,
         owner=campaign.owner,
         project=campaign.project,
@@ -332,7 +384,7 @@ def plan_campaign(
     )
 
 
-def load_campaign(path: str | Path) -> CampaignGraph:
+def load_campaign(path: str | Path, *, force_large: bool = False) -> CampaignGraph:
     """Read, validate and plan a campaign file (structure paths relative to its folder)."""
     campaign = read_campaign(path)
-    return plan_campaign(campaign, Path(path).parent)
+    return plan_campaign(campaign, Path(path).parent, force_large=force_large)

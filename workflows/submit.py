@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from matdx.store.access import Purpose, Requester, allowed
 from matdx.store.models import Campaign, Job, Workflow
 from matdx.store.store import Store
+from matdx.workflows.disorder import DisorderedStructure, check_ordered
 from matdx.workflows.flow import Flow
 from matdx.workflows.graph import insert_jobs
 from matdx.workflows.reference import iter_reference_ids
@@ -53,6 +54,35 @@ class CampaignGraph:
     license: str | None = None
     embargo_until: datetime | None = None
     export_control: bool = False
+
+
+def _structures(data: Any, path: str) -> Any:
+    """(path, structure) of every ASE ``Atoms`` and pymatgen structure in encoded inputs."""
+    if isinstance(data, dict):
+        if "@atoms" in data and len(data) == 1:
+            from matdx.workflows.serialization import decode
+
+            yield path, decode(data)
+        elif str(data.get("@module", "")).startswith("pymatgen") and "sites" in data:
+            yield path, data
+        else:
+            for key, value in data.items():
+                yield from _structures(value, f"{path}.{key}")
+    elif isinstance(data, list):
+        for k, value in enumerate(data):
+            yield from _structures(value, f"{path}[{k}]")
+
+
+def _check_ordered(graph: CampaignGraph) -> None:
+    """Every structure a job receives is ordered (jobs built in Python skip the campaign
+    file's checks)."""
+    for _, flow in graph.workflows:
+        for one in flow.jobs:
+            for path, structure in _structures(one.inputs, "inputs"):
+                try:
+                    check_ordered(structure, f"the structure of job {one.name} ({path})")
+                except DisorderedStructure as err:
+                    raise SubmitError(str(err)) from err
 
 
 def _check(graph: CampaignGraph, session: Session) -> None:
@@ -98,11 +128,12 @@ def submit(store: Store, graph: CampaignGraph, *, force: bool = False) -> str:
     Raises
     ------
     SubmitError
-        If the graph references jobs that do not exist or repeats a job; the store is
-        unchanged.
+        If the graph references jobs that do not exist, repeats a job or hands a job a
+        disordered structure; the store is unchanged.
     """
     if not graph.owner:  # like a campaign file: $MATDX_USER, else the login name
         graph = dataclasses.replace(graph, owner=Requester.from_environment().name)
+    _check_ordered(graph)
     campaign_id = str(uuid.uuid4())
     with store.transaction() as session:
         _check(graph, session)

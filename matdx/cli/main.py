@@ -57,15 +57,19 @@ def init(home: Home = None) -> None:
 
 @app.command()
 def submit(
-    file: Annotated[Path, typer.Argument(help="campaign file (YAML)")],
+    file: Annotated[Path, typer.Argument(help="campaign file (YAML)", metavar="FILE")],
     home: Home = None,
     force: Annotated[bool, typer.Option(help="run jobs even if identical results exist")] = False,
+    force_large: Annotated[bool, typer.Option(
+        help="accept more than 20,000 atoms per structure, 1,000 sweep points per study or "
+             "10,000 workflows")] = False,
 ) -> None:
     """Validate a campaign file and add its jobs to the store."""
     from matdx.workflows.campaign import load_campaign
     from matdx.workflows.submit import SubmitError
 
-    graph = load_campaign(file)  # before the store is opened: bad input writes nothing
+    # before the store is opened: bad input writes nothing
+    graph = load_campaign(file, force_large=force_large)
     client = _client(home)
     who = client.identity()
     if graph.owner and graph.owner != who.name:
@@ -399,7 +403,11 @@ def main() -> None:
         PermissionError,
         ValidationError,
     ) as error:
-        err_console.print(f"[bold red]error:[/bold red] {error}", highlight=False)
+        from rich.markup import escape
+
+        # Values from the user's file are printed literally: `[/bold]` or `data[raw]/Cu.cif`
+        # in a message is text, not markup.
+        err_console.print(f"[bold red]error:[/bold red] {escape(str(error))}", highlight=False)
         sys.exit(2)
     except typer.Exit as done:
         sys.exit(done.exit_code)
