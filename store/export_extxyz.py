@@ -7,8 +7,8 @@ Each frame is an ``ase.Atoms`` written with ASE's extxyz writer:
   one, ``REF_stress`` (info, 9 values: the 3×3 tensor row by row, eV/Å³, ASE's sign
   convention: negative under compression); the ``REF_`` prefix keeps ASE from turning them
   into a calculator;
-- ``method`` (``code | functional | potential | protocol``: frames of different methods must
-  not be mixed in one training set),
+- ``method`` (``code | functional | potential | protocol``, ``unknown`` when the record names
+  none: frames of different methods must not be mixed in one training set),
 - ``config_type`` (the calculation type: static, relax, md, ...), ``record_id``, ``frame``
   (the trajectory frame index, -1 for the record's own final configuration) and ``split``.
 
@@ -209,7 +209,7 @@ def write_extxyz(
             frame, stress = own
             split = split_of(record.system.structure_hash, fractions, seed)
             config_type = record.method.calculation or "unknown"
-            label = record.method.label
+            label = record.method.label or "unknown"  # extxyz cannot write an empty value
             atoms = [_atoms(frame, -1, stress, config_type, record.record_id, split, label)]
             trajectories = [a for a in record.artifacts if a.media_type in TRAJECTORY_MEDIA_TYPES]
             for reference in trajectories if read_frames is not None else ():

@@ -86,6 +86,8 @@ class BandsData(_Data):
     kind: Literal["bands"] = "bands"
     kpoints: Matrix = Field(description="(n_k, 3) k-points of the path as the code gave them")
     eigenvalues_eV: list[Matrix] = Field(description="(n_spin, n_k, n_bands) eV")
+    mesh_eigenvalues_eV: list[Matrix] | None = Field(
+        None, description="(n_spin, n_mesh, n_bands) eV, on the SCF's k-point mesh")
     special_points: dict[str, Vector] = Field(description="label -> reduced coordinates")
     fermi_level_eV: float
     band_gap_eV: float

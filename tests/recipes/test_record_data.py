@@ -121,3 +121,25 @@ def test_md_analysis_keeps_g_of_r_msd_formula_and_thermostat(client, tmp_path):
     assert md.r_A[int(np.argmax(md.g_r))] == pytest.approx(2.5, abs=0.15)
     assert len(md.time_fs) == len(md.msd_A2) > 10 and md.msd_A2[0] == 0
     plotted(client, stored, tmp_path)
+
+
+@pytest.mark.programs
+def test_band_gap_comes_back_from_the_stored_eigenvalues(client, tmp_path):
+    """pw.x, protocol fast: Si's gap from the stored path and mesh eigenvalues."""
+    from matdx.kernels.dos import band_gap
+
+    stored = run_and_forget_run_dirs(client, {
+        "name": "si-bands", "recipe": "bands", "code": "espresso", "protocol": "fast",
+        "structures": [{"bulk": ["Si"]}]})
+    record = stored["bands"]
+    bands = record.bands
+    assert record.method.code == "espresso" and record.method.functional
+    path, mesh = np.asarray(bands.eigenvalues_eV), np.asarray(bands.mesh_eigenvalues_eV)
+    n = min(path.shape[2], mesh.shape[2])
+    gap = band_gap(np.concatenate([path[:, :, :n], mesh[:, :, :n]], axis=1),
+                   fermi_level=bands.fermi_level_eV)
+    assert gap.gap == pytest.approx(record.results.band_gap, abs=1e-9)
+    assert bands.band_gap_eV == pytest.approx(record.results.band_gap, abs=1e-9)
+    assert 0.3 < gap.gap < 1.0  # Si, PBE: 0.6 eV
+    assert len(bands.special_points) >= 3  # the fcc path's labelled points
+    plotted(client, stored, tmp_path)
