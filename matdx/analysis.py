@@ -102,8 +102,11 @@ def plan_analysis(store: Store, campaign_id: str, campaign_name: str, kernels: S
     with store.transaction() as session:
         for job_id, _, output in trajectories:
             temperature = (output.get("md") or {}).get("temperature_K")
+            # the analysis record inherits the run's method, thermostat and structure
+            source = {key: OutputReference(job_id)[key] for key in ("method", "md", "structure")
+                      if output.get(key) is not None}
             step = analyze(OutputReference(job_id)["trajectory"], temperature,
-                           equilibration_fraction, r_max, bins, list(kernels))
+                           equilibration_fraction, r_max, bins, list(kernels), **source)
             resolved = resolve_references(step.inputs, job_outputs(session, [job_id]))
             digest = input_hash(step.function, resolved)
             exists = session.scalar(select(Job.id).where(

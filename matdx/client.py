@@ -429,6 +429,30 @@ class Client:
                 reason=reason,
             )
 
+    def record(self, record_id: str, *, requester: Requester | None = None) -> Any:
+        """A record from the store as a :class:`matdx.stored_record.StoredRecord`: method,
+        results, the recipe's typed data (``.eos``, ``.elastic``, ``.phonon``, ``.bands``,
+        ``.md``) and its artifacts, without its run directory.
+
+        Raises
+        ------
+        LookupError
+            If there is no such record, or the requester may not read it.
+        """
+        from matdx.store.records import validate_document
+        from matdx.stored_record import StoredRecord
+
+        kind, found = self.resolve(record_id)
+        if kind != "record":
+            raise LookupError(f"{record_id!r} is a {kind}, not a record")
+        with self.store.transaction() as session:
+            self._check_visible(session, kind, found, requester)
+            document = session.get(Record, found).document
+        return StoredRecord(
+            validate_document(document, upgrade=True),
+            lambda name, target: self.fetch_artifact(found, name, target, requester=requester),
+        )
+
     def fetch_artifact(
         self,
         record: str,

@@ -30,6 +30,7 @@ from matdx.kernels.msd import mean_squared_displacement
 from matdx.kernels.rdf import RDFAccumulator, running_coordination_number
 from matdx.kernels.structure_factor import StructureFactorAccumulator
 from matdx.kernels.vacf import velocity_autocorrelation, vibrational_dos
+from matdx.recipes.derived import derived_method
 from matdx.workflows import ArtifactFile, job
 
 __all__ = ["KERNELS", "MIN_FRAMES_FOR_D", "analyze"]
@@ -80,6 +81,9 @@ def analyze(
     kernels: tuple[str, ...] | list[str] = ("rdf", "msd"),
     q_max: float = 8.0,
     frames_per_block: int = 256,
+    method: dict[str, Any] | None = None,
+    md: dict[str, Any] | None = None,
+    structure: Any = None,
 ) -> dict[str, Any]:
     """Structure and dynamics of an MD trajectory.
 
@@ -96,6 +100,10 @@ def analyze(
         ``bins`` also bins S(q) up to ``q_max`` (Å⁻¹).
     kernels
         Which analyses to run, among :data:`KERNELS`.
+    method, md, structure
+        The MD run's method section (inherited by the analysis record), its ``md`` settings
+        (ensemble, thermostat, time step; kept with the results) and its structure (the
+        record's system and formula).
 
     Returns
     -------
@@ -155,7 +163,28 @@ def analyze(
                                          pbc)
         output.update(angle_deg=angles.angle, angle_density=angles.density)
     output["warnings"] = warnings
-    output["method"] = {"calculation": "md-analysis", "parameters": {
-        "kernels": list(kernels), "equilibration_fraction": equilibration_fraction,
-        "r_max": r_max, "bins": bins, "q_max": q_max}}
+    settings = {"kernels": list(kernels), "equilibration_fraction": equilibration_fraction,
+                "r_max": r_max, "bins": bins, "q_max": q_max}
+    output["method"] = (derived_method([method], "md-analysis", settings) if method is not None
+                        else {"calculation": "md-analysis", "parameters": settings})
+    if md is not None:
+        output["md"] = dict(md)
+    if structure is not None:
+        output["structure"] = structure
+    run = md or {}
+    output["data"] = {
+        "kind": "md-analysis", "ensemble": run.get("ensemble"),
+        "thermostat": run.get("thermostat") or _thermostat(method),
+        "temperature_K": temperature_K, "timestep_fs": run.get("timestep_fs"),
+        "r_A": output.get("r"), "g_r": output.get("g_r"), "time_fs": output.get("time_fs"),
+        "msd_A2": output.get("msd_A2"), "fit_window_fs": output.get("fit_window_fs"),
+        "D_cm2_per_s": output.get("D_cm2_per_s"),
+        "D_cm2_per_s_err": output.get("D_cm2_per_s_err"),
+    }
     return output
+
+
+def _thermostat(method: dict[str, Any] | None) -> str | None:
+    """The thermostat a program's MD parameters name (LAMMPS: ``thermostat``)."""
+    parameters = (method or {}).get("parameters") or {}
+    return parameters.get("thermostat")

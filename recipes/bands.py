@@ -90,6 +90,18 @@ def band_structure(
         "special_points": special,
         "dos_energies": energies,
         "dos": dos,
+        "data": {
+            "kind": "bands",
+            "kpoints": np.asarray(bands["kpoints"]) if bands.get("kpoints") is not None
+            else np.zeros((path_eig.shape[-2], 3)),
+            "eigenvalues_eV": path_eig.reshape((-1, *path_eig.shape[-2:])),
+            "mesh_eigenvalues_eV": mesh_eig.reshape((-1, *mesh_eig.shape[-2:])),
+            "special_points": {str(k): [float(x) for x in v] for k, v in special.items()},
+            "fermi_level_eV": fermi,
+            "band_gap_eV": 0.0 if gap.is_metal else float(gap.gap),
+            "dos_energies_eV": energies,
+            "dos_states_per_eV": dos,
+        },
         "raw_output": scf.get("raw_output"),
         "bands_raw_output": bands.get("raw_output"),
         "warnings": [*scf.get("warnings", []), *bands.get("warnings", [])],

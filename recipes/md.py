@@ -199,6 +199,7 @@ def _md_program(
     output["temperature_mean_K"] = float(np.mean(second_half)) if len(second_half) else None
     output["md"] = {
         "ensemble": "NVT",
+        "thermostat": str((parameters or {}).get("thermostat", "nose-hoover")),
         "duration_fs": steps * timestep_fs,
         "timestep_fs": timestep_fs,
         "temperature_K": temperature_K,
@@ -257,7 +258,9 @@ class MDMaker(CodeMaker):
             premelt_steps=self.premelt_steps,
         )
         analysis = analyze(
-            dynamics.output["trajectory"], self.temperature_K, self.equilibration_fraction
+            dynamics.output["trajectory"], self.temperature_K, self.equilibration_fraction,
+            method=dynamics.output["method"], md=dynamics.output["md"],
+            structure=dynamics.output["structure"],
         )
         return Flow(
             [dynamics, analysis],

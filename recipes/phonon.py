@@ -18,12 +18,17 @@ from ase import Atoms
 from pydantic import Field
 
 from matdx.recipes.calculation import fixed_kpoints
+from matdx.recipes.derived import derived_method
 from matdx.recipes.maker import CodeMaker
 from matdx.recipes.relax import relaxed_first
 from matdx.recipes.static import single_point
-from matdx.workflows import Flow, Response, job
+from matdx.workflows import ArtifactFile, Flow, Response, job
 
-__all__ = ["PhononMaker", "displaced_forces", "phonon_analysis", "phonon_displacements"]
+__all__ = ["FORCE_CONSTANTS", "PhononMaker", "displaced_forces", "phonon_analysis",
+           "phonon_displacements"]
+
+FORCE_CONSTANTS = "phonopy_params.yaml"  # phonopy's format: cell, supercell, force constants
+PHONOPY_YAML = "application/x-phonopy+yaml"
 
 
 def _phonopy(unit_cell: Atoms, supercell: list[list[int]]) -> Any:
@@ -38,6 +43,33 @@ def _phonopy(unit_cell: Atoms, supercell: list[list[int]]) -> Any:
 def _atoms(cell: Any) -> Atoms:
     return Atoms(symbols=cell.symbols, cell=cell.cell, scaled_positions=cell.scaled_positions,
                  pbc=True)
+
+
+def supercell_kpoints(code: str, protocol: str, parameters: dict[str, Any] | None,
+                      unit_cell: Atoms, supercell: list[list[int]]) -> dict[str, Any]:
+    """Code parameters whose k-point grid for the supercell is commensurate with the unit
+    cell's: the unit cell's Γ-centred grid (from the protocol's density) rounded up to a
+    multiple of the supercell's multiples, divided by them. The supercell then samples exactly
+    the unit cell's k-points, so that a Γ-point frequency equals a frozen-phonon calculation
+    in the unit cell with that grid (a grid chosen from the density for the supercell itself
+    need not be: Si, 8³ for the primitive cell and 3³ for its 2×2×2 supercell put the Γ
+    optical mode 1.2 % low).
+
+    Non-diagonal supercells, shifted grids and codes without k-points keep the grid that
+    :func:`matdx.recipes.calculation.fixed_kpoints` gives the perfect supercell.
+    """
+    matrix = np.asarray(supercell, dtype=int)
+    unit = fixed_kpoints(code, protocol, parameters, unit_cell)
+    kpoints = dict(unit.get("kpoints") or {})
+    grid, shift = kpoints.get("grid"), kpoints.get("shift", [0, 0, 0])
+    diagonal = np.count_nonzero(matrix - np.diag(np.diag(matrix))) == 0
+    if grid is None or not diagonal or any(shift):
+        phonon = _phonopy(unit_cell, supercell)
+        return fixed_kpoints(code, protocol, parameters, _atoms(phonon.supercell))
+    multiples = np.diag(matrix)
+    kpoints["grid"] = [max(1, -(-int(n) // int(m))) for n, m in zip(grid, multiples,
+                                                                     strict=True)]
+    return {**unit, "kpoints": kpoints}
 
 
 @job
@@ -58,14 +90,15 @@ def phonon_displacements(structure: Atoms, supercell: list[list[int]], displacem
     phonon.generate_displacements(distance=displacement)
     cells = [_atoms(cell) for cell in phonon.supercells_with_displacements]
     settings = dict(code_settings)
-    # All displaced supercells share one cell: one k-point grid, the perfect supercell's.
-    settings["parameters"] = fixed_kpoints(settings.get("code", "emt"),
-                                           settings.get("protocol", "moderate"),
-                                           settings.get("parameters"), _atoms(phonon.supercell))
+    # All displaced supercells share one cell and one k-point grid, commensurate with the
+    # unit cell's.
+    settings["parameters"] = supercell_kpoints(settings.get("code", "emt"),
+                                               settings.get("protocol", "moderate"),
+                                               settings.get("parameters"), structure, supercell)
     forces = [displaced_forces(atoms=cell, **settings) for cell in cells]
     analysis = phonon_analysis(structure, supercell, phonon.dataset,
                                [f.output["forces"] for f in forces], mesh,
-                               imaginary_tolerance_THz)
+                               imaginary_tolerance_THz, [f.output["method"] for f in forces])
     return Response(output={"n_displacements": len(cells), "supercell": supercell},
                     replace=Flow([*forces, analysis], output=analysis.output))
 
@@ -73,15 +106,18 @@ def phonon_displacements(structure: Atoms, supercell: list[list[int]], displacem
 @job(retries=0)
 def phonon_analysis(structure: Atoms, supercell: list[list[int]], dataset: dict[str, Any],
                     forces: list[np.ndarray], mesh: list[int],
-                    imaginary_tolerance_THz: float = 0.1) -> dict[str, Any]:
+                    imaginary_tolerance_THz: float = 0.1,
+                    methods: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Force constants, dispersion along the high-symmetry path, DOS and dynamic stability.
 
     Returns
     -------
     dict
-        ``min_frequency_THz``, ``dynamically_stable``, ``band_distances`` and
-        ``band_frequencies_THz`` (path points × branches), ``band_labels``, ``dos_frequencies_THz``
-        and ``dos`` (states/THz per primitive cell), and the structure.
+        ``min_frequency_THz``, ``max_frequency_THz``, ``dynamically_stable``, the structure,
+        ``force_constants`` (artifact :data:`FORCE_CONSTANTS`, read by ``phonopy.load``) and
+        ``data`` (:class:`matdx.store.result_models.PhononData`: dispersion along the path
+        with its segments' labels, DOS (states/THz per primitive cell), free energy, entropy
+        and heat capacity from 0 to 1000 K).
     """
     phonon = _phonopy(structure, supercell)
     phonon.dataset = dataset
@@ -89,29 +125,69 @@ def phonon_analysis(structure: Atoms, supercell: list[list[int]], dataset: dict[
     phonon.produce_force_constants()
     phonon.symmetrize_force_constants()
     phonon.auto_band_structure(npoints=51)
-    bands = phonon.get_band_structure_dict()
+    bands = phonon.band_structure
     phonon.run_mesh(mesh)
     phonon.run_total_dos()
-    dos = phonon.get_total_dos_dict()
-    mesh_frequencies = phonon.get_mesh_dict()["frequencies"]
-    band_frequencies = np.concatenate([np.asarray(f) for f in bands["frequencies"]])
-    lowest = float(min(band_frequencies.min(), np.asarray(mesh_frequencies).min()))
-    labels = bands.get("labels")
+    dos = phonon.total_dos
+    phonon.run_thermal_properties(t_min=0, t_max=1000, t_step=10)
+    thermal = phonon.thermal_properties
+    mesh_frequencies = np.asarray(phonon.mesh.frequencies)
+    band_frequencies = np.concatenate([np.asarray(f) for f in bands.frequencies])
+    lowest = float(min(band_frequencies.min(), mesh_frequencies.min()))
+    phonon.save(FORCE_CONSTANTS, settings={"force_constants": True})
+    sizes = np.cumsum([0, *(len(q) for q in bands.qpoints)])
+    segments = [[int(sizes[i]), int(sizes[i + 1] - 1)] for i in range(len(sizes) - 1)]
+    labels = _segment_labels(bands.labels, bands.path_connections, len(segments))
+    distances = np.concatenate([np.asarray(d) for d in bands.distances])
+    settings = {"supercell": supercell, "mesh": mesh, "phonopy_version": phonon.version,
+                "imaginary_tolerance_THz": imaginary_tolerance_THz}
     return {
         "min_frequency_THz": lowest,
         "max_frequency_THz": float(band_frequencies.max()),
         "dynamically_stable": lowest > -imaginary_tolerance_THz,
-        "band_distances": np.concatenate([np.asarray(d) for d in bands["distances"]]),
-        "band_frequencies_THz": band_frequencies,
-        "band_labels": [str(label) for label in labels] if labels is not None else [],
-        "dos_frequencies_THz": np.asarray(dos["frequency_points"]),
-        "dos": np.asarray(dos["total_dos"]),
         "n_displacements": len(forces),
         "structure": structure,
-        "method": {"calculation": "phonon", "parameters": {
-            "supercell": supercell, "mesh": mesh, "phonopy_version": phonon.version,
-            "imaginary_tolerance_THz": imaginary_tolerance_THz}},
+        "force_constants": ArtifactFile(FORCE_CONSTANTS, media_type=PHONOPY_YAML,
+                                        name=FORCE_CONSTANTS),
+        "data": {
+            "kind": "phonon",
+            "supercell_matrix": np.asarray(supercell, dtype=int),
+            "primitive_matrix": np.asarray(phonon.primitive_matrix, dtype=float),
+            "band_qpoints": np.concatenate([np.asarray(q) for q in bands.qpoints]),
+            "band_distances": distances,
+            "band_frequencies_THz": band_frequencies,
+            "band_segments": segments,
+            "band_labels": labels,
+            "dos_frequencies_THz": np.asarray(dos.frequency_points),
+            "dos_states_per_THz": np.asarray(dos.dos),
+            "temperatures_K": np.asarray(thermal.temperatures),
+            "free_energy_kJ_per_mol": np.asarray(thermal.free_energy),
+            "entropy_J_per_K_mol": np.asarray(thermal.entropy),
+            "heat_capacity_J_per_K_mol": np.asarray(thermal.heat_capacity),
+            "force_constants_artifact": FORCE_CONSTANTS,
+        },
+        "method": derived_method(methods or [], "phonon", settings),
     }
+
+
+def _label(text: str) -> str:
+    """A phonopy path label (LaTeX: ``$\\Gamma$``, ``$\\mathrm{X}$``) as plain text."""
+    plain = text.replace("$", "").replace("\\mathrm{", "").replace("}", "")
+    return "Γ" if plain in ("\\Gamma", "G", "GAMMA") else plain
+
+
+def _segment_labels(labels: Any, connections: Any, n_segments: int) -> list[list[str]]:
+    """[start, end] label of each path segment, from phonopy's labels (one per point where
+    the path turns or breaks) and its path connections."""
+    if labels is None:
+        return [["", ""] for _ in range(n_segments)]
+    plain = [_label(str(label)) for label in labels]
+    connected = list(connections) if connections is not None else [True] * n_segments
+    pairs, index = [], 0
+    for segment in range(n_segments):
+        pairs.append([plain[index], plain[index + 1]])
+        index += 1 if connected[segment] else 2
+    return pairs
 
 
 class PhononMaker(CodeMaker):

@@ -3,7 +3,8 @@
 Each row holds the structure with a single-point calculator carrying the record's energy (eV),
 forces (eV/Å) and stress (Voigt order xx yy zz yz xz xy, eV/Å³, ASE's sign convention), so
 ``row.toatoms().get_potential_energy()`` works as for any ASE database. Key-value pairs:
-``record_id``, ``code``, ``calculation``, ``campaign_id``, ``license`` and the numeric
+``record_id``, ``code``, ``functional``, ``potential``, ``protocol``, ``method`` (one line
+of the four), ``calculation``, ``campaign_id``, ``license`` and the numeric
 scalar results (``band_gap``, ``energy_per_atom``, ...; names of ``results.properties`` keep
 their units); ``data`` holds the record's whole ``results`` section.
 """
@@ -51,6 +52,10 @@ def _key_value_pairs(exported: ExportedRecord) -> dict[str, Any]:
         "record_id": record.record_id,
         "campaign_id": record.campaign_id,
         "code": record.method.code or "",
+        "functional": record.method.functional or "",
+        "potential": record.method.potential or "",
+        "protocol": record.method.protocol or "",
+        "method": record.method.label,
         "calculation": record.method.calculation or "",
         "license": record.governance.license or "",
     }

@@ -7,6 +7,8 @@ Each frame is an ``ase.Atoms`` written with ASE's extxyz writer:
   one, ``REF_stress`` (info, 9 values: the 3×3 tensor row by row, eV/Å³, ASE's sign
   convention: negative under compression); the ``REF_`` prefix keeps ASE from turning them
   into a calculator;
+- ``method`` (``code | functional | potential | protocol``, ``unknown`` when the record names
+  none: frames of different methods must not be mixed in one training set),
 - ``config_type`` (the calculation type: static, relax, md, ...), ``record_id``, ``frame``
   (the trajectory frame index, -1 for the record's own final configuration) and ``split``.
 
@@ -136,6 +138,7 @@ def _atoms(
     config_type: str,
     record_id: str,
     split: str,
+    method: str = "",
 ):
     from ase import Atoms
 
@@ -144,6 +147,7 @@ def _atoms(
         atoms.info["REF_energy"] = float(frame.energy)
     if stress is not None:
         atoms.info["REF_stress"] = np.asarray(stress, dtype=float).reshape(9)
+    atoms.info["method"] = method
     atoms.info["config_type"] = config_type
     atoms.info["record_id"] = record_id
     atoms.info["frame"] = index
@@ -205,13 +209,15 @@ def write_extxyz(
             frame, stress = own
             split = split_of(record.system.structure_hash, fractions, seed)
             config_type = record.method.calculation or "unknown"
-            atoms = [_atoms(frame, -1, stress, config_type, record.record_id, split)]
+            label = record.method.label or "unknown"  # extxyz cannot write an empty value
+            atoms = [_atoms(frame, -1, stress, config_type, record.record_id, split, label)]
             trajectories = [a for a in record.artifacts if a.media_type in TRAJECTORY_MEDIA_TYPES]
             for reference in trajectories if read_frames is not None else ():
                 for index, stored in enumerate(read_frames(artifacts.path(reference.sha256))):
                     if (stored.energy is None and stored.forces is None) or _same(stored, frame):
                         continue
-                    atoms.append(_atoms(stored, index, None, config_type, record.record_id, split))
+                    atoms.append(_atoms(stored, index, None, config_type, record.record_id,
+                                        split, label))
             write(handles[split], atoms, format="extxyz")
             report.records[split] += 1
             report.frames[split] += len(atoms)

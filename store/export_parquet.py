@@ -1,7 +1,8 @@
 """A Parquet table of scalar results, one row per record (pyarrow).
 
 Columns: ``record_id``, ``campaign_id``, ``job_name``, ``status``, ``code``, ``code_version``,
-``calculation``, ``functional``, ``formula`` (reduced), ``elements`` (list of strings),
+``calculation``, ``functional``, ``potential``, ``protocol``, ``method`` (one line of all
+four), ``formula`` (reduced), ``elements`` (list of strings),
 ``nsites``, ``energy`` (eV), ``energy_per_atom`` (eV/atom), ``band_gap`` (eV),
 ``fermi_level`` (eV), ``total_magnetization`` (μB), ``converged``, ``owner``, ``project``,
 ``access``, ``license``, ``created_at`` (UTC), then one ``property.<name>`` column per numeric
@@ -41,6 +42,9 @@ def _row(exported: ExportedRecord) -> dict[str, Any]:
         "code_version": method.code_version,
         "calculation": method.calculation,
         "functional": method.functional,
+        "potential": method.potential,
+        "protocol": method.protocol,
+        "method": method.label,
         "formula": system.chemical_formula_reduced if system else None,
         "elements": list(system.elements) if system else None,
         "nsites": system.nsites if system else None,

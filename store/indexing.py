@@ -64,6 +64,8 @@ def record_columns(record: CalculationRecord) -> dict[str, Any]:
         "status": record.run.status,
         "code": record.method.code,
         "calculation": record.method.calculation,
+        "functional": (record.method.functional or "")[:100] or None,
+        "potential": (record.method.potential or "")[:400] or None,
         "chemical_formula_reduced": system.chemical_formula_reduced if system else None,
         "elements": f",{','.join(system.elements)}," if system else None,
         "nsites": system.nsites if system else None,

@@ -245,6 +245,8 @@ class Record(Base):
         Index("ix_records_campaign", "campaign_id"),
         Index("ix_records_formula", "chemical_formula_reduced"),
         Index("ix_records_code_calculation", "code", "calculation"),
+        Index("ix_records_functional", "functional"),
+        Index("ix_records_potential", "potential"),
         Index("ix_records_nsites", "nsites"),
         Index("ix_records_owner", "owner"),
         # The access filter's columns by record id: a query checks each candidate record in
@@ -274,6 +276,8 @@ class Record(Base):
     status: Mapped[str] = mapped_column(String(12))
     code: Mapped[str | None] = mapped_column(String(40))
     calculation: Mapped[str | None] = mapped_column(String(40))
+    functional: Mapped[str | None] = mapped_column(String(100))
+    potential: Mapped[str | None] = mapped_column(String(400))  # pair style: potential files
     chemical_formula_reduced: Mapped[str | None] = mapped_column(String(200))
     elements: Mapped[str | None] = mapped_column(String(400))  # ",Cu,O," (display; see below)
     nsites: Mapped[int | None] = mapped_column(Integer)

@@ -123,7 +123,8 @@ def blocked_jobs(session: Session, campaign_id: str) -> int:
 
 def leaf_results(session: Session, campaign_id: str) -> list[dict[str, Any]]:
     """For each workflow, the outputs of its completed final jobs (jobs without children
-    whose output was not replaced), with the workflow's recipe and the record's formula."""
+    whose output was not replaced), with the workflow's recipe and the record's formula and
+    method (code, functional, potential)."""
     child = aliased(JobEdge)
     rows = session.execute(
         select(
@@ -135,6 +136,9 @@ def leaf_results(session: Session, campaign_id: str) -> list[dict[str, Any]]:
             Record.record_id,
             Record.chemical_formula_reduced,
             Record.output,
+            Record.code,
+            Record.functional,
+            Record.potential,
         )
         .join(Job, Job.workflow_id == Workflow.id)
         .join(Record, Record.record_id == Job.record_id)
@@ -156,6 +160,10 @@ def leaf_results(session: Session, campaign_id: str) -> list[dict[str, Any]]:
             "record_id": record_id,
             "formula": formula,
             "output": output,
+            "code": code,
+            "functional": functional,
+            "potential": potential,
         }
-        for workflow, recipe, job_id, name, reused, record_id, formula, output in rows
+        for (workflow, recipe, job_id, name, reused, record_id, formula, output, code,
+             functional, potential) in rows
     ]

@@ -13,6 +13,11 @@ Versions: the schema is published as JSON Schema in ``docs/schema/record-v<N>.js
 - v1: the first schema.
 - v2: ``governance.license`` is an SPDX license expression or null (v1: any text, "" for
   none); ``governance.embargo_until`` is set exactly when ``access`` is ``embargoed``.
+- v3: ``method.potential`` (interatomic potential: pair style and files) and
+  ``method.protocol``; ``results.data``, the arrays of a recipe (E(V), strains and stresses,
+  phonon dispersion and DOS, eigenvalues, g(r) and MSD) in typed per-recipe models; derived
+  records (EOS, elastic and phonon fits, MD analyses) carry the
+  method of the calculations they were derived from (:func:`method_identity`).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from matdx.store.fieldpath import field_path
 from matdx.store.licenses import LicenseError, normalize_license
+from matdx.store.result_models import RecipeData
 
 __all__ = [
     "ACCESS_LEVELS",
@@ -40,11 +46,14 @@ __all__ = [
     "Results",
     "Run",
     "System",
+    "method_identity",
+    "method_label",
+    "potential_of",
     "upgrade_document",
     "validate_document",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 STRESS_CONVENTION = "ase: sigma = (1/V) dE/d(strain); negative under compression"
 
 # From most to least restricted (see matdx.store.access for who sees what).
@@ -80,18 +89,33 @@ class System(_Section):
 
 
 class Method(_Section):
-    """How the calculation was done."""
+    """How the calculation was done.
+
+    ``pseudopotentials`` lists, per element, the pseudopotential's name and sha256; files of an
+    interatomic potential (LAMMPS) are listed there too, with no element. ``potential`` names
+    the interatomic potential (``"eam/alloy: Cu_mishin1.eam.alloy"``), ``protocol`` the accuracy
+    level of the code's defaults. A derived record (a fit or an analysis of other records) has
+    the method of the calculations it was derived from, with its own ``calculation`` and its
+    own settings in ``parameters`` (the inputs' raw parameters under ``input_parameters``).
+    """
 
     code: str | None = None
     code_version: str | None = None
     calculation: str | None = None  # static, relax, md, eos-fit, analysis, ...
     functional: str | None = None
-    pseudopotentials: list[dict[str, str]] = Field(default_factory=list)  # element, name, sha256
+    potential: str | None = None
+    protocol: str | None = None
+    pseudopotentials: list[dict[str, str | None]] = Field(default_factory=list)
     basis: dict[str, Any] = Field(default_factory=dict)  # cutoffs (eV) or basis sets
     kpoints: dict[str, Any] = Field(default_factory=dict)
     smearing: dict[str, Any] = Field(default_factory=dict)
     spin: dict[str, Any] = Field(default_factory=dict)
     parameters: dict[str, Any] = Field(default_factory=dict)  # the complete raw input
+
+    @property
+    def label(self) -> str:
+        """:func:`method_label` of this method."""
+        return method_label(self.code, self.functional, self.potential, self.protocol)
 
 
 class Results(_Section):
@@ -109,6 +133,7 @@ class Results(_Section):
     converged: bool | None = None
     md: dict[str, Any] | None = None  # duration_fs, timestep_fs, temperature_K, n_frames
     properties: dict[str, Any] = Field(default_factory=dict)  # other scalars, unit in the name
+    data: RecipeData | None = None  # a recipe's arrays (matdx.store.result_models)
 
 
 class ArtifactReference(_Section):
@@ -194,7 +219,7 @@ class CalculationRecord(_Section):
     """One record per job attempt (ARCHITECTURE.md, "The calculation record")."""
 
     record_id: str
-    schema_version: Literal[2] = SCHEMA_VERSION
+    schema_version: Literal[3] = SCHEMA_VERSION
     input_hash: str | None
     campaign_id: str
     workflow_id: str
@@ -238,8 +263,56 @@ def _v1_to_v2(document: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
+def potential_of(method: dict[str, Any]) -> str | None:
+    """The interatomic potential a method section names: the files listed without an element
+    in ``pseudopotentials`` (potential files), after the pair style in ``parameters`` when it
+    has one; None when there are no potential files."""
+    files = [str(p.get("name")) for p in method.get("pseudopotentials") or []
+             if p.get("element") is None and p.get("name")]
+    if not files:
+        return None
+    style = (method.get("parameters") or {}).get("pair_style")
+    return f"{style}: {', '.join(files)}" if style else ", ".join(files)
+
+
+def method_label(code: str | None, functional: str | None = None,
+                 potential: str | None = None, protocol: str | None = None) -> str:
+    """One line naming a method, for tables and exports: ``lammps | eam/alloy:
+    Cu_mishin1.eam.alloy``, ``espresso | PBE | moderate``; "" when nothing is known."""
+    return " | ".join(str(part) for part in (code, functional, potential, protocol) if part)
+
+
+def method_identity(method: dict[str, Any]) -> dict[str, Any]:
+    """What makes two calculations comparable: code and version, functional, potential,
+    pseudopotentials (name and sha256 per element or file), protocol and basis. Results of
+    calculations whose identities differ must not be fitted or averaged together."""
+    return {
+        "code": method.get("code"),
+        "code_version": method.get("code_version"),
+        "functional": method.get("functional"),
+        "potential": method.get("potential") or potential_of(method),
+        "pseudopotentials": sorted(
+            (str(p.get("element")), str(p.get("name")), str(p.get("sha256")))
+            for p in method.get("pseudopotentials") or []
+        ),
+        "protocol": method.get("protocol") or (method.get("parameters") or {}).get("protocol"),
+        "basis": method.get("basis") or {},
+    }
+
+
+def _v2_to_v3(document: dict[str, Any]) -> dict[str, Any]:
+    """v2 → v3: ``method.potential`` and ``method.protocol`` from what the method already
+    lists (potential files, ``parameters.protocol``). Derived records gain their parents'
+    method in the store migration, which can read the parents."""
+    method = document.setdefault("method", {})
+    method.setdefault("potential", potential_of(method))
+    method.setdefault("protocol", (method.get("parameters") or {}).get("protocol"))
+    document["schema_version"] = 3
+    return document
+
+
 # UPGRADES[v] turns a version-v document into a version v+1 document.
-UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
+UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def upgrade_document(document: dict[str, Any]) -> dict[str, Any]:

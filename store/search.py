@@ -23,7 +23,7 @@ from functools import reduce
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from sqlalchemy import ColumnElement, Select, and_, exists, func, select
+from sqlalchemy import ColumnElement, Select, and_, exists, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from matdx.store.access import Purpose, Requester, access_filter, discovery_view
@@ -147,6 +147,10 @@ class RecordQuery(BaseModel):
         Range of the number of sites.
     calculation, code
         Accepted calculation types (static, relax, md, eos-fit, ...) and codes.
+    functional, potential
+        Accepted functionals (``PBE``, ``EMT``, ...) and interatomic potentials: a potential
+        matches when it names one of these texts (a file name such as
+        ``Cu_mishin1.eam.alloy``, or the whole ``pair style: files``).
     tags
         The record carries all of these tags.
     campaign_ids
@@ -175,6 +179,8 @@ class RecordQuery(BaseModel):
     nsites: Range | None = None
     calculation: list[str] = Field(default_factory=list)
     code: list[str] = Field(default_factory=list)
+    functional: list[str] = Field(default_factory=list)
+    potential: list[str] = Field(default_factory=list)
     tags: list[str] = Field(default_factory=list)
     campaign_ids: list[str] = Field(default_factory=list)
     properties: dict[str, Range] = Field(default_factory=dict)
@@ -275,6 +281,11 @@ def query_conditions(query: RecordQuery) -> list[ColumnElement[bool]]:
         conditions.append(Record.calculation.in_(query.calculation))
     if query.code:
         conditions.append(Record.code.in_(query.code))
+    if query.functional:
+        conditions.append(func.upper(Record.functional).in_([f.upper() for f in query.functional]))
+    if query.potential:
+        conditions.append(or_(*(Record.potential.contains(p, autoescape=True)
+                                for p in query.potential)))
     if query.tags:
         conditions.append(_ids_with(RecordTag, "tag", sorted(set(query.tags))))
     if query.campaign_ids:
@@ -319,6 +330,8 @@ SUMMARY_COLUMNS = (
     Record.elements,
     Record.nsites,
     Record.code,
+    Record.functional,
+    Record.potential,
     Record.calculation,
     Record.status,
     Record.energy_per_atom,
@@ -364,9 +377,9 @@ def search_records(
     -------
     Page
         ``items``: per record ``record_id``, ``formula``, ``elements``, ``nsites``, ``code``,
-        ``calculation``, ``status``, ``energy_per_atom`` (eV/atom), ``campaign_id``,
-        ``owner``, ``project``, ``access``, ``license``, ``created_at`` and ``properties``
-        (name → value); or, with ``documents``, the documents.
+        ``functional``, ``potential``, ``calculation``, ``status``, ``energy_per_atom``
+        (eV/atom), ``campaign_id``, ``owner``, ``project``, ``access``, ``license``,
+        ``created_at`` and ``properties`` (name → value); or, with ``documents``, the documents.
     """
     columns = (Record.record_id, Record.document) if documents else SUMMARY_COLUMNS
     full = access_filter(requester, Purpose.RESULTS, now=now).label("results_visible")

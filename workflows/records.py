@@ -10,6 +10,8 @@ A job's output is a dict; keys with a known meaning fill the record's sections:
 ``fermi_level``, ``converged``,
 ``total_magnetization``, ``md``
 ``method`` (dict)                      ``method`` (code, code_version, calculation, ...)
+``data`` (dict with ``kind``)          ``results.data``, a recipe's arrays
+                                       (:mod:`matdx.store.result_models`)
 other scalars (numbers, str, bool)     ``results.properties``
 =====================================  ===================================================
 """
@@ -32,15 +34,17 @@ from matdx.store.records import (
     Results,
     Run,
     System,
+    method_identity,
+    potential_of,
 )
 from matdx.store.system import optimade_structure
 from matdx.workflows.serialization import JSON, decode
 
-__all__ = ["build_record", "matdx_version", "system_of"]
+__all__ = ["build_record", "matdx_version", "method_identity", "potential_of", "system_of"]
 
 _RESULT_ARRAYS = ("forces", "stress", "magnetic_moments")
 _RESULT_SCALARS = ("band_gap", "fermi_level", "converged", "total_magnetization")
-_RESERVED = {"structure", "atoms", "energy", "method", "md", "warnings",
+_RESERVED = {"structure", "atoms", "energy", "method", "md", "warnings", "data",
              *_RESULT_ARRAYS, *_RESULT_SCALARS}
 
 
@@ -93,6 +97,17 @@ def _as_list(encoded: JSON) -> Any:
     return np.asarray(value, dtype=float).tolist() if value is not None else None
 
 
+def _plain(value: Any) -> Any:
+    """``value`` with numpy arrays and scalars as lists and Python numbers."""
+    if isinstance(value, np.ndarray | np.generic):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
 def _results(output: JSON, nsites: int | None) -> Results:
     if not isinstance(output, dict):
         return Results()
@@ -112,12 +127,25 @@ def _results(output: JSON, nsites: int | None) -> Results:
             values[key] = decode(output[key])
     if isinstance(output.get("md"), dict):
         values["md"] = decode(output["md"])
+    if isinstance(output.get("data"), dict):
+        values["data"] = _plain(decode(output["data"]))
     values["properties"] = {
         key: value
         for key, value in output.items()
         if key not in _RESERVED and isinstance(value, int | float | str | bool)
     }
     return Results(**values)
+
+
+def _method(section: dict[str, Any]) -> Method:
+    """The method section, with the potential and protocol named from what it lists when the
+    code did not name them."""
+    section = dict(section)
+    if section.get("potential") is None:
+        section["potential"] = potential_of(section)
+    if section.get("protocol") is None:
+        section["protocol"] = (section.get("parameters") or {}).get("protocol")
+    return Method(**section)
 
 
 def _timestamp(seconds: float | None) -> datetime | None:
@@ -160,7 +188,7 @@ def build_record(
     system = system_of(structure) if structure is not None else None
     method = Method()
     if isinstance(output, dict) and isinstance(output.get("method"), dict):
-        method = Method(**decode(output["method"]))
+        method = _method(decode(output["method"]))
     started, finished = result.get("started_at"), result.get("finished_at")
     error = result.get("error")
     return CalculationRecord(

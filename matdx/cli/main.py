@@ -15,6 +15,7 @@ import typer
 from matdx.cli import hpc
 from matdx.cli.diagnose import register as register_diagnose_command
 from matdx.cli.options import Campaign, Format, Home, OutputFormat
+from matdx.cli.plot import plot as plot_record
 from matdx.cli.records import register as register_record_commands
 from matdx.cli.tables import console, err_console
 
@@ -199,6 +200,7 @@ def show(
 
 
 def _result_rows(client: Any, campaign: str) -> list[dict[str, Any]]:
+    from matdx.store.records import method_label
     from matdx.workflows.campaign import available_recipes
     from matdx.workflows.serialization import decode
 
@@ -215,6 +217,8 @@ def _result_rows(client: Any, campaign: str) -> list[dict[str, Any]]:
                 "workflow": result["workflow"],
                 "job": result["job"],
                 "formula": result["formula"],
+                "method": method_label(result["code"], result["functional"],
+                                       result["potential"]),
                 **{
                     k: scalars.get(k) for k in keys if isinstance(scalars.get(k), int | float | str)
                 },
@@ -381,6 +385,7 @@ def store_verify(
 
 
 register_record_commands(app, store_app)  # query, records, export, import, store gc
+app.command("plot")(plot_record)
 
 
 def main() -> None:

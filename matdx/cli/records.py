@@ -50,6 +50,13 @@ Calculation = Annotated[
     list[str] | None, typer.Option("--calculation", help="static, relax, md, eos-fit, ...")
 ]
 Code = Annotated[list[str] | None, typer.Option("--code", help="emt, espresso, lammps, ...")]
+Functional = Annotated[
+    list[str] | None, typer.Option("--functional", help="PBE, LDA, EMT, ... (any case)")
+]
+Potential = Annotated[
+    list[str] | None,
+    typer.Option("--potential", help="interatomic potential naming this text, e.g. a file name"),
+]
 Tags = Annotated[list[str] | None, typer.Option("--tag", help="has this tag (repeatable)")]
 Ranges = Annotated[
     list[str] | None,
@@ -154,6 +161,8 @@ def _criteria(
     access: list[str] | None,
     owner: str | None,
     status: str | None,
+    functional: list[str] | None = None,
+    potential: list[str] | None = None,
 ) -> dict[str, Any]:
     """Query criteria from the shared options (validated later by RecordQuery)."""
     from matdx.store.search import parse_range
@@ -172,6 +181,8 @@ def _criteria(
         "nsites": parse_range(nsites).model_dump() if nsites else None,
         "calculation": _split(calculation),
         "code": _split(code),
+        "functional": _split(functional),
+        "potential": [p.strip() for p in potential or [] if p.strip()],
         "tags": list(tags or []),
         "properties": properties,
         "access": _split(access),
@@ -200,6 +211,8 @@ def query(
     nsites: Sites = None,
     calculation: Calculation = None,
     code: Code = None,
+    functional: Functional = None,
+    potential: Potential = None,
     tag: Tags = None,
     ranges: Ranges = None,
     campaign: CampaignOption = None,
@@ -221,7 +234,7 @@ def query(
     with _user_errors():
         criteria = _criteria(
             elements, any_elements, only_elements, formula, nsites, calculation, code, tag,
-            ranges, campaign, access, owner, status,
+            ranges, campaign, access, owner, status, functional, potential,
         )  # fmt: skip
         client = _client(home)
         requester = _requester(client, user, group, admin)
@@ -249,11 +262,14 @@ def query(
 
 
 def _summary_row(item: dict[str, Any]) -> dict[str, Any]:
+    from matdx.store.records import method_label
+
     return {
         "record": item["record_id"],
         "formula": item["formula"],
         "nsites": item["nsites"],
         "code": item["code"],
+        "method": method_label(None, item.get("functional"), item.get("potential")),
         "calculation": item["calculation"],
         "status": item["status"],
         "energy_per_atom": item["energy_per_atom"],
@@ -376,6 +392,8 @@ def _make_export_command(fmt: ExportFormat, what: str, target: str) -> None:
         nsites: Sites = None,
         calculation: Calculation = None,
         code: Code = None,
+        functional: Functional = None,
+        potential: Potential = None,
         tag: Tags = None,
         ranges: Ranges = None,
         campaign: CampaignOption = None,
@@ -398,7 +416,7 @@ def _make_export_command(fmt: ExportFormat, what: str, target: str) -> None:
         with _user_errors():
             criteria = _criteria(
                 elements, any_elements, only_elements, formula, nsites, calculation, code, tag,
-                ranges, campaign, access, owner, status,
+                ranges, campaign, access, owner, status, functional, potential,
             )  # fmt: skip
             try:
                 fractions = tuple(float(x) for x in split.split(","))
