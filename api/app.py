@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from matdx.api import optimade
+from matdx.api import campaigns, exports, optimade, records
 from matdx.api.access_log import AccessLog
 from matdx.api.limits import BodyLimit, RateLimit
 from matdx.api.settings import ServiceSettings
@@ -92,6 +92,9 @@ def create_app(store: Store, settings: ServiceSettings | None = None) -> FastAPI
         return {"status": "ok", "backend": store.backend, "version": _version()}
 
     app.include_router(optimade.router)
+    app.include_router(campaigns.router)
+    app.include_router(records.router)
+    app.include_router(exports.router)
     # Outermost first in the request path: logs see every answer, limits refuse early.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RateLimit, per_minute=settings.rate_per_minute)

@@ -52,6 +52,7 @@ RESULT_FIELDS = frozenset(
         "properties",
     )
 )
+SCHEMA = "https://schemas.optimade.org/openapi/v1.2/optimade.json"
 KNOWN_PARAMETERS = frozenset(
     {
         "filter",
@@ -114,9 +115,8 @@ def _meta(request: Request, **extra: Any) -> dict[str, Any]:
             "homepage": None,
         },
         "implementation": {"name": "matdx", "version": _version()},
-        "schema": None,
+        "schema": SCHEMA,
     }
-    meta.pop("schema")
     meta.update(extra)
     return meta
 
@@ -216,12 +216,21 @@ def _warning(detail: str) -> dict[str, str]:
     return {"type": "warning", "title": "Warning", "detail": detail}
 
 
+def _standard_fields() -> frozenset[str]:
+    from optimade.models import StructureResourceAttributes
+
+    return frozenset(StructureResourceAttributes.model_fields)
+
+
 def _response_fields(text: str | None) -> set[str] | None:
+    """The fields asked for; standard OPTIMADE fields this service does not hold, and fields
+    of other providers, come back as null."""
     if text is None:
         return None
     names = {n.strip() for n in text.split(",") if n.strip()}
     for name in names:
-        if name not in FIELDS and not (name.startswith("_") and not name.startswith(PREFIX)):
+        foreign = name.startswith("_") and not name.startswith(PREFIX)
+        if name not in FIELDS and name not in _standard_fields() and not foreign:
             raise OptimadeError(400, f"response_fields: {name!r} is not a field of structures")
     return names
 

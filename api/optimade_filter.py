@@ -171,6 +171,9 @@ class SQLFilter(Transformer):
         if name.startswith("_") and not name.startswith(PREFIX):
             self.warnings.append(f"{name}: a field of another provider, treated as unknown")
             return _Property(name, None)
+        if name in _standard_fields():
+            self.warnings.append(f"{name}: a standard field this service does not hold")
+            return _Property(name, None)
         raise FilterError(f"{name!r} is not a known or searchable field of structures")
 
     # -- logic ---------------------------------------------------------------------------
@@ -428,8 +431,9 @@ def parse_filter(text: str, dialect: str) -> tuple[ColumnElement[bool], list[str
     try:
         tree: Tree = _parser().parse(text)
     except BadRequest as err:
-        detail = str(err.detail).split(". Lark traceback")[0]
-        raise FilterError(f"filter: {detail}") from err
+        head, _, trace = str(err.detail).partition(". Lark traceback")
+        reason = next((line.strip() for line in trace.splitlines()[1:] if line.strip()), "")
+        raise FilterError(f"filter: {head}: {reason}" if reason else f"filter: {head}") from err
     except Exception as err:
         raise FilterError(f"filter: cannot parse {text!r}") from err
     transformer = SQLFilter(dialect)
@@ -443,6 +447,12 @@ def parse_filter(text: str, dialect: str) -> tuple[ColumnElement[bool], list[str
 
 
 _PARSER: Any = None
+
+
+def _standard_fields() -> frozenset[str]:
+    from optimade.models import StructureResourceAttributes
+
+    return frozenset(StructureResourceAttributes.model_fields)
 
 
 def _parser() -> Any:
