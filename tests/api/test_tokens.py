@@ -113,3 +113,17 @@ def test_tokens_cli_create_list_revoke(home):
     matdx_cli("tokens", "revoke", token_id, check=True)
     again = matdx_cli("tokens", "revoke", token_id)
     assert again.returncode == 2 and "already revoked" in again.stderr
+
+
+def test_expired_and_revoked_tokens_get_401_over_http(store, http):
+    alice = Requester("alice")
+    with store.transaction() as session:
+        old = issue_token(
+            session, alice, name="old", lifetime_days=1, now=utcnow() - timedelta(days=2)
+        )
+        gone = issue_token(session, alice, name="gone")
+        revoke_token(session, alice, gone.id)
+    for token, reason in ((old, "expired"), (gone, "revoked")):
+        answer = http.get("/records", headers={"Authorization": f"Bearer {token.text}"})
+        assert answer.status_code == 401 and reason in answer.json()["detail"]
+        assert answer.headers["www-authenticate"] == "Bearer"
