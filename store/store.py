@@ -10,6 +10,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from matdx.store import indexing
+from matdx.store import tokens as _tokens  # noqa: F401 (its table is part of every store)
 from matdx.store.artifacts import ArtifactStore
 from matdx.store.database import create_store_engine, normalize_url, safe_url, sqlite_path
 from matdx.store.identity import check_store_file

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from matdx.cli import hpc
+from matdx.cli import hpc, serve
 from matdx.cli.diagnose import register as register_diagnose_command
 from matdx.cli.options import Campaign, Format, Home, OutputFormat
 from matdx.cli.plot import plot as plot_record
@@ -30,6 +30,7 @@ store_app = typer.Typer(help="Check and maintain the store.", no_args_is_help=Tr
 app.add_typer(store_app, name="store")
 hpc.register(app)  # matdx hpc check, matdx cron show, matdx report
 register_diagnose_command(app)  # matdx diagnose DIR --code CODE
+serve.register(app)  # matdx serve, matdx tokens create/list/revoke
 
 
 class UsageFailure(Exception):

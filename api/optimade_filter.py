@@ -1,0 +1,464 @@
+"""OPTIMADE filters → SQLAlchemy conditions over the store's records.
+
+The filter is parsed by the ``optimade`` package's Lark grammar (v1.2); :class:`SQLFilter`
+turns the tree into one SQL condition on :class:`~matdx.store.models.Record`, using the side
+tables where the store has them (``record_elements`` for ``elements``; ``record_properties``
+for indexed results). The caller adds the access filter.
+
+Semantics: a comparison on a field an entry has no value for is false, and ``NOT`` of it is
+true (each comparison is guarded by ``IS NOT NULL``, so SQL's third truth value never
+reaches ``NOT``). Fields of other providers (``_other_x``) are unknown: comparisons with them
+are false and ``IS UNKNOWN`` is true. Errors: :class:`FilterError` (HTTP 400) for a filter
+that is malformed, names an unknown field or compares values of the wrong type;
+:class:`FilterNotSupported` (HTTP 501) for valid OPTIMADE this service does not evaluate
+(comparisons between two properties, set operators on coordinate lists, ...).
+"""
+
+from __future__ import annotations
+
+import operator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from lark import Token, Transformer, Tree, v_args
+from lark.exceptions import VisitError
+from sqlalchemy import ColumnElement, and_, exists, false, not_, or_, select, true
+
+from matdx.api.optimade_fields import FIELDS, Field, nelements_column
+from matdx.store.export_optimade import PREFIX
+from matdx.store.models import Record, RecordElement, RecordProperty
+
+__all__ = ["FilterError", "FilterNotSupported", "parse_filter"]
+
+MAX_FILTER = 5000  # characters
+
+
+class FilterError(ValueError):
+    """A filter is malformed or names an unknown field (HTTP 400)."""
+
+
+class FilterNotSupported(NotImplementedError):
+    """A valid OPTIMADE filter this service does not evaluate (HTTP 501)."""
+
+
+_COMPARE = {
+    "=": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+_REVERSED = {"=": "=", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
+
+
+class _Property:
+    """A property named in a filter: a served field, an indexed result by name, or unknown."""
+
+    def __init__(self, name: str, field: Field | None, property_name: str | None = None):
+        self.name = name
+        self.field = field
+        self.property_name = property_name  # a record_properties row
+
+    @property
+    def unknown(self) -> bool:
+        return self.field is None and self.property_name is None
+
+
+class _Unknown:
+    """A constant in a filter's comparison with no SQL column (e.g. ``1 = 1``)."""
+
+
+def _unescape(text: str) -> str:
+    inner = text[1:-1]
+    out, escaped = [], False
+    for char in inner:
+        if escaped:
+            out.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def _timestamp(value: Any, name: str) -> datetime:
+    if not isinstance(value, str):
+        raise FilterError(f'{name}: compare with a timestamp such as "2026-01-31T12:00:00Z"')
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as err:
+        raise FilterError(f"{name}: {value!r} is not an RFC 3339 timestamp") from err
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def _check_type(prop: _Property, value: Any) -> None:
+    kind = "float" if prop.property_name else prop.field.kind  # type: ignore[union-attr]
+    numeric = isinstance(value, int | float) and not isinstance(value, bool)
+    fits = {
+        "string": isinstance(value, str),
+        "timestamp": isinstance(value, str),
+        "integer": numeric,
+        "float": numeric,
+        "boolean": isinstance(value, bool),
+    }.get(kind)
+    if fits is None:
+        raise FilterNotSupported(f"{prop.name}: comparisons on {kind} fields are not supported")
+    if not fits:
+        raise FilterError(f"{prop.name}: a {kind} field cannot be compared with {value!r}")
+
+
+@v_args(inline=False)
+class SQLFilter(Transformer):
+    """Lark transformer from an OPTIMADE filter tree to a SQLAlchemy condition.
+
+    Parameters
+    ----------
+    dialect
+        ``sqlite`` or ``postgresql``: string operators are case-sensitive on both (SQLite's
+        LIKE is not, so there they use ``instr``/``substr``).
+    """
+
+    def __init__(self, dialect: str) -> None:
+        super().__init__()
+        self.dialect = dialect
+        self.warnings: list[str] = []
+
+    # -- values --------------------------------------------------------------------------
+    def __default__(self, data: Any, children: Any, meta: Any) -> Any:
+        raise FilterNotSupported(f"filter construct {data!r} is not supported")
+
+    def filter(self, children: list) -> ColumnElement[bool]:
+        return children[0] if children else true()
+
+    def string(self, children: list) -> str:
+        return _unescape(str(children[0]))
+
+    def number(self, children: list) -> int | float:
+        token = children[0]
+        return int(token) if token.type == "SIGNED_INT" else float(token)
+
+    def signed_int(self, children: list) -> int:
+        return int(children[0])
+
+    def bool(self, children: list) -> bool:
+        raise FilterNotSupported("boolean literals TRUE/FALSE are not supported yet")
+
+    def constant(self, children: list) -> Any:
+        return children[0]
+
+    def value(self, children: list) -> Any:
+        return children[0]
+
+    def non_string_value(self, children: list) -> Any:
+        return children[0]
+
+    def not_implemented_string(self, children: list) -> Any:
+        return children[0]
+
+    def property(self, children: list) -> _Property:
+        names = [str(c) for c in children]
+        name = names[0]
+        if name == f"{PREFIX}properties" and len(names) == 2:
+            return _Property(".".join(names), None, property_name=names[1])
+        if len(names) > 1:
+            raise FilterNotSupported(f"{'.'.join(names)}: nested properties are not supported")
+        if name in FIELDS:
+            return _Property(name, FIELDS[name], FIELDS[name].property_name)
+        if name.startswith("_") and not name.startswith(PREFIX):
+            self.warnings.append(f"{name}: a field of another provider, treated as unknown")
+            return _Property(name, None)
+        if name in _standard_fields():
+            self.warnings.append(f"{name}: a standard field this service does not hold")
+            return _Property(name, None)
+        raise FilterError(f"{name!r} is not a known or searchable field of structures")
+
+    # -- logic ---------------------------------------------------------------------------
+    def expression(self, children: list) -> ColumnElement[bool]:
+        return children[0] if len(children) == 1 else or_(*children)
+
+    def expression_clause(self, children: list) -> ColumnElement[bool]:
+        return children[0] if len(children) == 1 else and_(*children)
+
+    def expression_phrase(self, children: list) -> ColumnElement[bool]:
+        parts = [c for c in children if c is not None]
+        if len(parts) == 2:  # NOT, condition
+            return not_(parts[1])
+        return parts[0]
+
+    def comparison(self, children: list) -> ColumnElement[bool]:
+        return children[0]
+
+    # -- comparisons ---------------------------------------------------------------------
+    def constant_first_comparison(self, children: list) -> ColumnElement[bool]:
+        constant, op, other = children[0], str(children[1]), children[2]
+        if isinstance(other, _Property):
+            return self._compare(other, _REVERSED[op], constant)
+        try:
+            return true() if _COMPARE[op](constant, other) else false()
+        except TypeError as err:
+            raise FilterError(f"cannot compare {constant!r} {op} {other!r}") from err
+
+    def property_first_comparison(self, children: list) -> ColumnElement[bool]:
+        prop, rhs = children[0], children[1]
+        return rhs(prop)
+
+    def value_op_rhs(self, children: list) -> Any:
+        op, value = str(children[0]), children[1]
+        return lambda prop: self._compare(prop, op, value)
+
+    def known_op_rhs(self, children: list) -> Any:
+        known = str(children[1]) == "KNOWN"
+
+        def condition(prop: _Property) -> ColumnElement[bool]:
+            present = self._present(prop)
+            return present if known else not_(present)
+
+        return condition
+
+    def fuzzy_string_op_rhs(self, children: list) -> Any:
+        words = [str(c) for c in children if isinstance(c, Token)]
+        value = children[-1]
+        how = words[0]
+
+        def condition(prop: _Property) -> ColumnElement[bool]:
+            if prop.unknown:
+                return false()
+            if prop.field is None or prop.field.kind != "string" or prop.field.column is None:
+                raise FilterError(f"{prop.name}: {how} applies to string fields only")
+            if not isinstance(value, str):
+                raise FilterError(f"{prop.name} {how}: give a string")
+            column = prop.field.column()
+            return and_(column.is_not(None), self._string_match(column, how, value))
+
+        return condition
+
+    def _string_match(self, column: Any, how: str, value: str) -> ColumnElement[bool]:
+        from sqlalchemy import func
+
+        if self.dialect == "sqlite":  # LIKE ignores case on SQLite: compare exactly instead
+            if how == "CONTAINS":
+                return func.instr(column, value) > 0
+            if how == "STARTS":
+                return func.substr(column, 1, len(value)) == value
+            return and_(
+                func.length(column) >= len(value), func.substr(column, -len(value)) == value
+            )
+        if how == "CONTAINS":
+            return column.contains(value, autoescape=True)
+        if how == "STARTS":
+            return column.startswith(value, autoescape=True)
+        return column.endswith(value, autoescape=True)
+
+    def value_list(self, children: list) -> list[Any]:
+        values = []
+        pending_op = None
+        for child in children:
+            if isinstance(child, Token) and child.type == "OPERATOR":
+                pending_op = str(child)
+                continue
+            if child is None:
+                continue
+            if pending_op not in (None, "="):
+                raise FilterNotSupported("operators inside HAS ALL/ANY/ONLY lists")
+            values.append(child)
+            pending_op = None
+        return values
+
+    def set_op_rhs(self, children: list) -> Any:
+        parts = [c for c in children if c is not None]
+        word = [str(c) for c in parts if isinstance(c, Token) and c.type in ("ALL", "ANY", "ONLY")]
+        ops = [str(c) for c in parts if isinstance(c, Token) and c.type == "OPERATOR"]
+        argument = parts[-1]
+        how = word[0] if word else "HAS"
+        op = ops[0] if ops else "="
+
+        def condition(prop: _Property) -> ColumnElement[bool]:
+            values = argument if isinstance(argument, list) else [argument]
+            return self._set(prop, how, op, values)
+
+        return condition
+
+    def length_op_rhs(self, children: list) -> Any:
+        parts = [c for c in children if c is not None]
+        ops = [str(c) for c in parts if isinstance(c, Token) and c.type == "OPERATOR"]
+        op = ops[0] if ops else "="
+        number = parts[-1]
+
+        def condition(prop: _Property) -> ColumnElement[bool]:
+            return self._length(prop, op, number)
+
+        return condition
+
+    def set_zip_op_rhs(self, children: list) -> Any:
+        raise FilterNotSupported("correlated set queries (a:b HAS x:y) are not supported")
+
+    def property_zip_addon(self, children: list) -> Any:
+        raise FilterNotSupported("correlated set queries (a:b HAS x:y) are not supported")
+
+    # -- SQL -----------------------------------------------------------------------------
+    def _present(self, prop: _Property) -> ColumnElement[bool]:
+        if prop.unknown:
+            return false()
+        if prop.property_name is not None:
+            return Record.record_id.in_(
+                select(RecordProperty.record_id).where(RecordProperty.name == prop.property_name)
+            )
+        if prop.field is not None and prop.field.column is not None:
+            return prop.field.column().is_not(None)
+        return true()  # lists and constants every served structure has
+
+    def _compare(self, prop: _Property, op: str, value: Any) -> ColumnElement[bool]:
+        if isinstance(value, _Property):
+            raise FilterNotSupported(f"comparing two properties ({prop.name}, {value.name})")
+        if prop.unknown:
+            return false()
+        _check_type(prop, value)
+        compare = _COMPARE[op]
+        if prop.property_name is not None:
+            return Record.record_id.in_(
+                select(RecordProperty.record_id).where(
+                    RecordProperty.name == prop.property_name,
+                    compare(RecordProperty.value, value),
+                )
+            )
+        field = prop.field
+        assert field is not None
+        if prop.name == "type":
+            return true() if compare("structures", value) else false()
+        if field.column is None:
+            raise FilterNotSupported(f"{prop.name}: comparisons are not supported")
+        column = field.column()
+        if field.kind == "timestamp":
+            return and_(column.is_not(None), self._compare_time(column, op, value, prop.name))
+        return and_(column.is_not(None), compare(column, value))
+
+    @staticmethod
+    def _compare_time(column: Any, op: str, value: Any, name: str) -> ColumnElement[bool]:
+        """Timestamps are served to the second: compare with the whole second named."""
+        start = _timestamp(value, name)
+        whole = start.microsecond == 0
+        end = start + timedelta(seconds=1) if whole else start
+        if op == "=":
+            return and_(column >= start, column < end) if whole else column == start
+        if op == "!=":
+            return or_(column < start, column >= end) if whole else column != start
+        if op == "<":
+            return column < start
+        if op == ">=":
+            return column >= start
+        if op == "<=":
+            return column < end if whole else column <= start
+        return column >= end if whole else column > start  # ">"
+
+    def _set(self, prop: _Property, how: str, op: str, values: list[Any]) -> ColumnElement[bool]:
+        if prop.unknown:
+            return false()
+        if any(isinstance(v, _Property) for v in values):
+            raise FilterNotSupported(f"{prop.name} {how}: properties as set members")
+        if prop.name == "structure_features":  # always empty
+            return true() if how == "ONLY" else false()
+        if prop.name not in ("elements", "species_at_sites"):
+            if prop.field is not None and prop.field.kind != "list":
+                raise FilterError(f"{prop.name}: HAS applies to list fields only")
+            raise FilterNotSupported(f"{prop.name}: set operators are supported on elements")
+        # species_at_sites holds the element symbols of the sites: the same set as elements.
+        if not all(isinstance(v, str) for v in values):
+            raise FilterError(f"{prop.name} {how}: give strings (chemical symbols)")
+        element = RecordElement.element
+        if how == "HAS":
+            if op == "=" or len(values) != 1:
+                return Record.record_id.in_(
+                    select(RecordElement.record_id).where(element == values[0])
+                )
+            return Record.record_id.in_(
+                select(RecordElement.record_id).where(_COMPARE[op](element, values[0]))
+            )
+        if how == "ALL":
+            return and_(
+                *(
+                    Record.record_id.in_(select(RecordElement.record_id).where(element == v))
+                    for v in sorted(set(values))
+                )
+            )
+        if how == "ANY":
+            return Record.record_id.in_(
+                select(RecordElement.record_id).where(element.in_(sorted(set(values))))
+            )
+        return and_(  # ONLY
+            Record.nsites.is_not(None),
+            ~exists().where(
+                RecordElement.record_id == Record.record_id,
+                element.not_in(sorted(set(values))),
+            ),
+        )
+
+    def _length(self, prop: _Property, op: str, number: Any) -> ColumnElement[bool]:
+        if prop.unknown:
+            return false()
+        if not isinstance(number, int):
+            raise FilterError(f"{prop.name} LENGTH: give an integer")
+        compare = _COMPARE[op]
+        constant = {"structure_features": 0, "lattice_vectors": 3, "dimension_types": 3}
+        if prop.name in constant:
+            return true() if compare(constant[prop.name], number) else false()
+        if prop.name in ("elements", "elements_ratios", "species"):
+            return compare(nelements_column(), number)
+        if prop.name in ("species_at_sites", "cartesian_site_positions"):
+            return and_(Record.nsites.is_not(None), compare(Record.nsites, number))
+        if prop.field is not None and prop.field.kind != "list":
+            raise FilterError(f"{prop.name}: LENGTH applies to list fields only")
+        raise FilterNotSupported(f"{prop.name}: LENGTH is not supported")
+
+
+def parse_filter(text: str, dialect: str) -> tuple[ColumnElement[bool], list[str]]:
+    """The SQL condition of an OPTIMADE filter, and warnings (unknown provider fields).
+
+    Raises
+    ------
+    FilterError
+        Malformed filter, unknown field, wrong value type.
+    FilterNotSupported
+        Valid OPTIMADE this service does not evaluate.
+    """
+    from optimade.exceptions import BadRequest
+
+    if len(text) > MAX_FILTER:
+        raise FilterError(f"filter: longer than {MAX_FILTER} characters")
+    try:
+        tree: Tree = _parser().parse(text)
+    except BadRequest as err:
+        head, _, trace = str(err.detail).partition(". Lark traceback")
+        reason = next((line.strip() for line in trace.splitlines()[1:] if line.strip()), "")
+        raise FilterError(f"filter: {head}: {reason}" if reason else f"filter: {head}") from err
+    except Exception as err:
+        raise FilterError(f"filter: cannot parse {text!r}") from err
+    transformer = SQLFilter(dialect)
+    try:
+        condition = transformer.transform(tree)
+    except VisitError as err:
+        if isinstance(err.orig_exc, FilterError | FilterNotSupported):
+            raise err.orig_exc from None
+        raise FilterError(f"filter: {err.orig_exc}") from err
+    return condition, transformer.warnings
+
+
+_PARSER: Any = None
+
+
+def _standard_fields() -> frozenset[str]:
+    from optimade.models import StructureResourceAttributes
+
+    return frozenset(StructureResourceAttributes.model_fields)
+
+
+def _parser() -> Any:
+    global _PARSER
+    if _PARSER is None:
+        from optimade.filterparser import LarkParser
+
+        _PARSER = LarkParser(version=(1, 2, 0))
+    return _PARSER
