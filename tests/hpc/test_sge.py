@@ -170,10 +170,22 @@ def test_poll_raises_when_qacct_fails_otherwise(fake_runner):
 
 
 def test_list_queues_and_cancel(fake_runner):
-    fake_runner.replies[("qconf",)] = Reply(stdout="all.q\nlong.q\n")
-    assert [q.name for q in SGEScheduler(runner=fake_runner).list_partitions()] == \
-        ["all.q", "long.q"]
+    fake_runner.replies[("qconf", "-sq", "*")] = Reply(stdout=fixture_text("sge_qconf_sq.txt"))
+    [queue] = SGEScheduler(runner=fake_runner).list_partitions()
+    assert (queue.name, queue.cpus_per_node, queue.nodes, queue.max_walltime) == \
+        ("all.q", 8, 1, None)
+    two = "qname a.q\nhostlist @allhosts\nslots 1,[n1=16], \\\n  [n2=32]\nh_rt 2:00:00\n\n" \
+          "qname b.q\nhostlist n1 n2\nslots 4\nh_rt INFINITY\n"
+    fake_runner.replies[("qconf", "-sq", "*")] = Reply(stdout=two)
+    assert [(q.name, q.cpus_per_node, q.nodes, q.max_walltime)
+            for q in SGEScheduler(runner=fake_runner).list_partitions()] == \
+        [("a.q", 32, None, 7200), ("b.q", 4, 2, None)]
     fake_runner.replies[("qdel",)] = Reply(stdout='denied: job "7" does not exist\n',
                                            returncode=1)
     SGEScheduler(runner=fake_runner).cancel(["7"])
     assert fake_runner.argvs[-1] == ["qdel", "7"]
+
+
+def test_output_without_error_file_joins_stderr():
+    lines = SGEScheduler().header_lines(Resources(walltime=60, output="/s/out.log"))
+    assert lines[-2:] == ["#$ -o /s/out.log", "#$ -j y"]
