@@ -226,6 +226,10 @@ class SGEScheduler(Scheduler):
         GPU complex (``gpu``).
     exclusive_resource : str
         Boolean complex that requests whole hosts (``exclusive``).
+    export_environment : bool
+        Pass the submitting environment to the job (``-V``), as ``sbatch`` and
+        ``bsub`` do by default; without it Grid Engine starts the job with almost
+        none (no ``PATH`` additions, no ``PYTHONPATH``).
     **kwargs
         See :class:`~matdx.hpc.scheduler.Scheduler`.
     """
@@ -245,9 +249,16 @@ class SGEScheduler(Scheduler):
         memory_resource: str = "h_vmem",
         gpu_resource: str = "gpu",
         exclusive_resource: str = "exclusive",
+        export_environment: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if not isinstance(export_environment, bool):
+            raise ResourceError(
+                f"sge options: export_environment must be true or false, got "
+                f"{export_environment!r}"
+            )
+        self.export_environment = export_environment
         try:
             self.parallel_environment = (
                 None if parallel_environment is None
@@ -273,6 +284,8 @@ class SGEScheduler(Scheduler):
             d("-S", self.shell.split()[0]),
             d("-l", f"h_rt={format_hms(r.walltime)}"),
         ]
+        if self.export_environment:
+            lines.append(d("-V"))
         if slots > 1:
             if self.parallel_environment is None:
                 raise UnsupportedResourceError(

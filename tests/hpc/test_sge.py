@@ -36,6 +36,7 @@ def test_header():
         "#$ -N relax-si",
         "#$ -S /bin/bash",
         "#$ -l h_rt=26:03:04",
+        "#$ -V",
         "#$ -pe mpi 64",
         "#$ -l h_vmem=2048M",
         "#$ -l gpu=1",
@@ -49,7 +50,8 @@ def test_header():
 
 
 def test_single_slot_needs_no_pe_and_site_resource_names():
-    sge = SGEScheduler(memory_resource="mem_free", gpu_resource="ngpus")
+    sge = SGEScheduler(memory_resource="mem_free", gpu_resource="ngpus",
+                       export_environment=False)
     assert sge.header_lines(Resources(job_name="a", walltime=60, memory="2G",
                                       gpus_per_node=1)) == [
         "#$ -N a", "#$ -S /bin/bash", "#$ -l h_rt=00:01:00", "#$ -l mem_free=2048M",
@@ -67,6 +69,8 @@ def test_multi_slot_without_pe_names_the_option():
 def test_options_are_validated():
     with pytest.raises(ResourceError, match="parallel environment name"):
         SGEScheduler(parallel_environment="mpi; rm -rf /")
+    with pytest.raises(ResourceError, match="export_environment must be true or false"):
+        SGEScheduler(export_environment="yes")
 
 
 @pytest.mark.parametrize(
