@@ -28,7 +28,7 @@ STATE_DIR=${MATDX_SGECLUSTER_STATE:-/run/matdx-sgecluster}
 SGE_ROOT=/var/lib/gridengine
 SGE_CELL=default
 SPOOL=/var/spool/gridengine
-PACKAGES=(gridengine-master gridengine-exec gridengine-client)
+PACKAGES=(gridengine-master gridengine-exec gridengine-client db-util)
 export SGE_ROOT SGE_CELL
 
 log() { printf '[sge-testcluster] %s\n' "$*" >&2; }
