@@ -173,7 +173,7 @@ def test_job_over_h_rt_ends_timeout(site, tmp_path):
     job_id = sge.submit(script)
     status = wait_until_final(sge, [job_id], timeout=120)[job_id]
     assert status.state is B.TIMEOUT
-    assert status.reason == "exceeded h_rt=10"
+    assert "h_rt" in status.reason  # "exceeded h_rt=10" (or qacct's failed-37 text)
     assert status.signal == 9
 
 
