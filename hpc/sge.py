@@ -149,6 +149,53 @@ def map_qacct(job_id: str, fields: dict[str, str]) -> JobStatus:
                   else f"failed {failed}: {failed_text}")
 
 
+def _queue_fields(text: str) -> dict[str, str]:
+    """``key value`` lines of a ``qconf -sq`` block; ``\\`` continues a line."""
+    fields: dict[str, str] = {}
+    key = None
+    for raw in text.splitlines():
+        line = raw.rstrip()
+        if key is not None and fields[key].endswith("\\"):
+            fields[key] = fields[key][:-1].rstrip() + " " + line.strip()
+            continue
+        parts = line.split(None, 1)
+        if parts:
+            key = parts[0]
+            fields[key] = parts[1].strip() if len(parts) > 1 else ""
+    return fields
+
+
+def parse_queue_config(text: str) -> PartitionInfo:
+    """A cluster queue from its ``qconf -sq NAME`` configuration.
+
+    ``slots`` may hold per-host overrides (``1,[node01=16],[@big=64]``): the largest
+    value is the queue's slots per node. ``hostlist`` counts as nodes only when it
+    names hosts, not host groups (``@allhosts``). ``h_rt`` ``INFINITY`` is no limit.
+
+    Examples
+    --------
+    >>> q = parse_queue_config("qname all.q\\nhostlist vm\\nslots 1,[vm=8]\\nh_rt 48:00:00")
+    >>> q.name, q.cpus_per_node, q.nodes, q.max_walltime
+    ('all.q', 8, 1, 172800)
+    """
+    fields = _queue_fields(text)
+    name = fields.get("qname", "").strip()
+    if not name:
+        raise PollError(f"sge: no qname in queue configuration {text[:200]!r}")
+    slots = [int(n) for n in re.findall(r"(?:^|[,=])\s*(\d+)", fields.get("slots", ""))]
+    hosts = fields.get("hostlist", "NONE").replace(",", " ").split()
+    nodes = None if any(h.startswith("@") for h in hosts) else len(
+        [h for h in hosts if h != "NONE"])
+    h_rt = fields.get("h_rt", "INFINITY")
+    walltime = None if h_rt.upper() == "INFINITY" else parse_sge_time(h_rt)
+    return PartitionInfo(
+        name=name,
+        cpus_per_node=max(slots) if slots else None,
+        max_walltime=None if walltime is None else int(walltime),
+        nodes=nodes,
+    )
+
+
 def map_qstat_state(job_id: str, state: str) -> JobStatus:
     """Map a ``qstat`` state string (``qw``, ``hqw``, ``r``, ``Eqw``, ``dr`` ...)."""
     if "E" in state:
@@ -179,6 +226,10 @@ class SGEScheduler(Scheduler):
         GPU complex (``gpu``).
     exclusive_resource : str
         Boolean complex that requests whole hosts (``exclusive``).
+    export_environment : bool
+        Pass the submitting environment to the job (``-V``), as ``sbatch`` and
+        ``bsub`` do by default; without it Grid Engine starts the job with almost
+        none (no ``PATH`` additions, no ``PYTHONPATH``).
     **kwargs
         See :class:`~matdx.hpc.scheduler.Scheduler`.
     """
@@ -198,9 +249,16 @@ class SGEScheduler(Scheduler):
         memory_resource: str = "h_vmem",
         gpu_resource: str = "gpu",
         exclusive_resource: str = "exclusive",
+        export_environment: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if not isinstance(export_environment, bool):
+            raise ResourceError(
+                f"sge options: export_environment must be true or false, got "
+                f"{export_environment!r}"
+            )
+        self.export_environment = export_environment
         try:
             self.parallel_environment = (
                 None if parallel_environment is None
@@ -226,6 +284,8 @@ class SGEScheduler(Scheduler):
             d("-S", self.shell.split()[0]),
             d("-l", f"h_rt={format_hms(r.walltime)}"),
         ]
+        if self.export_environment:
+            lines.append(d("-V"))
         if slots > 1:
             if self.parallel_environment is None:
                 raise UnsupportedResourceError(
@@ -249,6 +309,8 @@ class SGEScheduler(Scheduler):
             lines.append(d("-o", r.output))
         if r.error:
             lines.append(d("-e", r.error))
+        elif r.output:
+            lines.append(d("-j", "y"))  # stderr joins the output file, as with Slurm
         if r.working_directory:
             lines.append(d("-wd", r.working_directory))
         return lines
@@ -316,6 +378,7 @@ class SGEScheduler(Scheduler):
         raise CommandFailedError(result.argv, result.returncode, result.stdout, result.stderr)
 
     def list_partitions(self) -> list[PartitionInfo]:
-        """Cluster queues from ``qconf -sql``."""
-        stdout = self._run(["qconf", "-sql"]).stdout
-        return [PartitionInfo(name=line.strip()) for line in stdout.splitlines() if line.strip()]
+        """Cluster queues from one ``qconf -sq '*'`` (every queue's configuration)."""
+        stdout = self._run(["qconf", "-sq", "*"]).stdout
+        return [parse_queue_config(block) for block in re.split(r"\n\s*\n", stdout)
+                if block.strip()]

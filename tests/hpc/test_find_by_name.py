@@ -34,7 +34,7 @@ def test_jobs_are_found_by_name_with_one_command(fake_runner, scheduler, argv, s
 
 def test_grid_engine_lists_all_jobs_and_picks_the_name(fake_runner):
     fake_runner.replies[("qstat", "-xml")] = Reply(stdout=fixture_text("sge_qstat.xml"))
-    assert SGEScheduler(runner=fake_runner).find_by_name("matdx-queued") == ["4002"]
+    assert SGEScheduler(runner=fake_runner).find_by_name("matdx-queued") == ["72"]
     assert SGEScheduler(runner=fake_runner).find_by_name("matdx-nothing") == []
 
 

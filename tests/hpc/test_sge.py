@@ -1,9 +1,9 @@
-"""Grid Engine adapter, offline.
+"""Grid Engine adapter, offline, on output recorded from the real test cluster.
 
-SGE cannot run on this machine: the adapter is tested against ``qstat -xml`` and
-``qacct -j`` output written by hand from the Grid Engine documentation (qstat XML
-schema, accounting(5) fields, the ``failed`` codes 37 "qmaster enforced h_rt, h_cpu,
-or h_vmem limit" and 100 "assumedly after job"). See tests/hpc/fixtures/README.md.
+The ``sge_*`` fixtures were recorded from the single-node Son of Grid Engine 8.1.9 cluster
+of ``hpc/testcluster/sge.sh`` by ``tests/hpc/fixtures/record_sge.py`` (job ids 63-74 of one
+run); ``test_sge_cluster.py`` runs the same adapter against the live cluster. See
+tests/hpc/fixtures/README.md.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ def test_header():
         "#$ -N relax-si",
         "#$ -S /bin/bash",
         "#$ -l h_rt=26:03:04",
+        "#$ -V",
         "#$ -pe mpi 64",
         "#$ -l h_vmem=2048M",
         "#$ -l gpu=1",
@@ -49,7 +50,8 @@ def test_header():
 
 
 def test_single_slot_needs_no_pe_and_site_resource_names():
-    sge = SGEScheduler(memory_resource="mem_free", gpu_resource="ngpus")
+    sge = SGEScheduler(memory_resource="mem_free", gpu_resource="ngpus",
+                       export_environment=False)
     assert sge.header_lines(Resources(job_name="a", walltime=60, memory="2G",
                                       gpus_per_node=1)) == [
         "#$ -N a", "#$ -S /bin/bash", "#$ -l h_rt=00:01:00", "#$ -l mem_free=2048M",
@@ -67,6 +69,8 @@ def test_multi_slot_without_pe_names_the_option():
 def test_options_are_validated():
     with pytest.raises(ResourceError, match="parallel environment name"):
         SGEScheduler(parallel_environment="mpi; rm -rf /")
+    with pytest.raises(ResourceError, match="export_environment must be true or false"):
+        SGEScheduler(export_environment="yes")
 
 
 @pytest.mark.parametrize(
@@ -86,15 +90,17 @@ def test_submit(fake_runner, tmp_path):
 
 def test_parse_recorded_qstat():
     found = SGEScheduler().parse_qstat(fixture_text("sge_qstat.xml"))
-    assert {k: (v.state, v.reason) for k, v in found.items()} == {
-        "4001": (B.RUNNING, ""),
-        "4005": (B.CANCELLED, "being deleted"),
-        "4006": (B.RUNNING, "suspended"),
-        "4002": (B.QUEUED, ""),
-        "4003": (B.QUEUED, "held"),
-        "4004": (B.FAILED, "in error state; it stays queued until cleared (qmod -cj) or deleted"),
+    assert {k: (v.state, v.reason, v.native_state) for k, v in found.items()} == {
+        "67": (B.RUNNING, "", "r"),
+        "69": (B.RUNNING, "", "r"),
+        "70": (B.CANCELLED, "being deleted", "dr"),
+        "71": (B.RUNNING, "suspended", "s"),
+        "72": (B.QUEUED, "", "qw"),
+        "74": (B.FAILED, "in error state; it stays queued until cleared (qmod -cj) or deleted",
+               "Eqw"),
+        "68": (B.QUEUED, "", "Rq"),  # rescheduled by qmod -rj, waiting to run again
+        "73": (B.QUEUED, "held", "hqw"),
     }
-    assert found["4004"].native_state == "Eqw"
     assert SGEScheduler().parse_qstat("") == {}
     with pytest.raises(PollError, match="cannot parse qstat XML"):
         SGEScheduler().parse_qstat("<job_info>")
@@ -105,19 +111,27 @@ def test_parse_recorded_qstat():
     [
         ("completed", B.COMPLETED, 0, None, ""),
         ("failed", B.FAILED, 3, None, "non-zero exit code"),
-        ("timeout", B.TIMEOUT, None, 9, "exceeded h_rt=600"),
-        ("oom", B.OUT_OF_MEMORY, None, 9, "exceeded h_vmem=1G"),
+        ("timeout", B.TIMEOUT, None, 9, "exceeded h_rt=5"),
+        # h_vmem is a setrlimit: the program's allocation fails and it exits by itself
+        ("memory", B.FAILED, 1, None, "non-zero exit code"),
         ("deleted", B.CANCELLED, None, 9, "killed by signal 9 (qdel, or a kill from outside)"),
-        ("setup_failed", B.FAILED, 0, None, "failed 26: opening input/output file"),
-        ("two_records", B.COMPLETED, 0, None, ""),
+        ("setup_failed", B.FAILED, 0, None, "failed 28: changing into working directory"),
+        ("two_records", B.COMPLETED, 0, None, ""),  # the last record counts
     ],
 )
 def test_map_recorded_qacct(name, state, exit_code, signal, reason):
     text = fixture_text(f"sge_qacct_{name}.txt")
-    status = map_qacct("4000", parse_qacct(text))
+    status = map_qacct("63", parse_qacct(text))
     assert (status.state, status.exit_code, status.signal, status.reason) == (
         state, exit_code, signal, reason,
     )
+
+
+def test_recorded_memory_limit_and_rescheduling_fields():
+    memory = parse_qacct(fixture_text("sge_qacct_memory.txt"))
+    assert memory["category"] == "-q all.q -l h_rt=300,h_vmem=200M"
+    first, _, _ = fixture_text("sge_qacct_two_records.txt").partition("\n=====")
+    assert parse_qacct(first)["failed"] == "25  : rescheduling"
 
 
 def test_qacct_edge_cases():
@@ -125,6 +139,11 @@ def test_qacct_edge_cases():
                            "exit_status": "137"}).state is B.TIMEOUT
     assert map_qacct("1", {"failed": "0", "exit_status": "137",
                            "deleted_by": "alice@login01"}).state is B.CANCELLED
+    # a kill by the execd's usage check once maxvmem reached h_vmem (not seen on the test
+    # cluster, where h_vmem's setrlimit makes the program fail first)
+    assert map_qacct("1", {"failed": "100 : assumedly after job", "exit_status": "137",
+                           "category": "-l h_rt=600,h_vmem=1G", "maxvmem": "1.000GB",
+                           "ru_wallclock": "33s"}).state is B.OUT_OF_MEMORY
     with pytest.raises(PollError, match="no accounting record"):
         parse_qacct("")
 
@@ -151,13 +170,13 @@ def test_qstat_states(state, expected):
 
 def test_poll_uses_qstat_then_qacct_for_jobs_that_left(fake_runner):
     fake_runner.replies[("qstat",)] = Reply(stdout=fixture_text("sge_qstat.xml"))
-    fake_runner.replies[("qacct", "-j", "4012")] = Reply(
+    fake_runner.replies[("qacct", "-j", "65")] = Reply(
         stdout=fixture_text("sge_qacct_timeout.txt"))
-    fake_runner.replies[("qacct", "-j", "4099")] = Reply(
-        stderr="error: job id 4099 not found\n", returncode=1)
-    statuses = SGEScheduler(runner=fake_runner).poll(["4001", "4012", "4099", "4002"])
-    assert fake_runner.argvs == [["qstat", "-xml"], ["qacct", "-j", "4012"],
-                                 ["qacct", "-j", "4099"]]
+    fake_runner.replies[("qacct", "-j", "999999")] = Reply(
+        stderr=fixture_text("sge_qacct_unknown.stderr"), returncode=1)
+    statuses = SGEScheduler(runner=fake_runner).poll(["69", "65", "999999", "72"])
+    assert fake_runner.argvs == [["qstat", "-xml"], ["qacct", "-j", "65"],
+                                 ["qacct", "-j", "999999"]]
     assert [s.state for s in statuses.values()] == [B.RUNNING, B.TIMEOUT, B.UNKNOWN, B.QUEUED]
 
 
@@ -170,10 +189,24 @@ def test_poll_raises_when_qacct_fails_otherwise(fake_runner):
 
 
 def test_list_queues_and_cancel(fake_runner):
-    fake_runner.replies[("qconf",)] = Reply(stdout="all.q\nlong.q\n")
-    assert [q.name for q in SGEScheduler(runner=fake_runner).list_partitions()] == \
-        ["all.q", "long.q"]
-    fake_runner.replies[("qdel",)] = Reply(stdout='denied: job "7" does not exist\n',
+    fake_runner.replies[("qconf", "-sq", "*")] = Reply(stdout=fixture_text("sge_qconf_sq.txt"))
+    [queue] = SGEScheduler(runner=fake_runner).list_partitions()
+    assert (queue.name, queue.cpus_per_node, queue.nodes, queue.max_walltime) == \
+        ("all.q", 8, 1, None)
+    two = "qname a.q\nhostlist @allhosts\nslots 1,[n1=16], \\\n  [n2=32]\nh_rt 2:00:00\n\n" \
+          "qname b.q\nhostlist n1 n2\nslots 4\nh_rt INFINITY\n"
+    fake_runner.replies[("qconf", "-sq", "*")] = Reply(stdout=two)
+    assert [(q.name, q.cpus_per_node, q.nodes, q.max_walltime)
+            for q in SGEScheduler(runner=fake_runner).list_partitions()] == \
+        [("a.q", 32, None, 7200), ("b.q", 4, 2, None)]
+    fake_runner.replies[("qdel", "70")] = Reply(stdout=fixture_text("sge_qdel.txt"))
+    SGEScheduler(runner=fake_runner).cancel(["70"])
+    fake_runner.replies[("qdel",)] = Reply(stderr=fixture_text("sge_qdel_unknown.stderr"),
                                            returncode=1)
-    SGEScheduler(runner=fake_runner).cancel(["7"])
-    assert fake_runner.argvs[-1] == ["qdel", "7"]
+    SGEScheduler(runner=fake_runner).cancel(["999999"])
+    assert fake_runner.argvs[-1] == ["qdel", "999999"]
+
+
+def test_output_without_error_file_joins_stderr():
+    lines = SGEScheduler().header_lines(Resources(walltime=60, output="/s/out.log"))
+    assert lines[-2:] == ["#$ -o /s/out.log", "#$ -j y"]

@@ -2,6 +2,7 @@
 #$ -N relax-si
 #$ -S /bin/bash
 #$ -l h_rt=02:00:00
+#$ -V
 #$ -pe mpi 16
 #$ -l h_vmem=1024M
 #$ -q batch
