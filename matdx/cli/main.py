@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from matdx.cli import hpc
+from matdx.cli.fireworks import fireworks_app
 from matdx.cli.options import Campaign, Format, Home, OutputFormat
 from matdx.cli.records import register as register_record_commands
 from matdx.cli.tables import console, err_console
@@ -27,6 +28,7 @@ app = typer.Typer(
 store_app = typer.Typer(help="Check and maintain the store.", no_args_is_help=True)
 app.add_typer(store_app, name="store")
 hpc.register(app)  # matdx hpc check, matdx cron show, matdx report
+app.add_typer(fireworks_app, name="fireworks")  # matdx fireworks export
 
 
 class UsageFailure(Exception):
