@@ -344,3 +344,52 @@ def test_the_executor_section_is_checked_before_anything_is_written(tmp_path, sq
     assert done.returncode == 2
     assert "executor.launchpad" in done.stderr and "no LaunchPad file" in done.stderr
     assert not (sqlite_home / "store.sqlite").exists()
+
+
+def test_packing_hints_become_priority_category_and_fworker(tmp_path):
+    from matdx.hpc.farm import Manifest, Task
+    from matdx.workflows.executors.base import executor_for
+    from matdx.workflows.executors.spec import executor_key, validate_executor
+
+    file = tmp_path / "my_launchpad.yaml"
+    file.write_text("host: localhost\nname: fw\n")
+    section = {"type": "fireworks", "launchpad": str(file), "category": "small",
+               "category_by_cores": {8: "wide", 32: "huge"}, "fworker": "cluster-a"}
+    executor = executor_for(validate_executor(section).model_dump())
+    assert executor.name == executor_key(section) and executor.name.startswith("fireworks:")
+    manifest = Manifest("b1", "matdx.workflows.run:run_task", [
+        Task("j1", "/runs/j1.1", cores=1, estimate_s=60.0),
+        Task("j2", "/runs/j2.1", after=("j1",), cores=8),
+        Task("j3", "/runs/j3.1", cores=40),
+    ])
+    specs = executor.firework_specs(manifest)
+    assert [s["_category"] for s in specs] == ["small", "wide", "huge"]
+    assert [s["_priority"] for s in specs] == [3, 2, 1]  # the farm order, first is highest
+    assert {s["_fworker"] for s in specs} == {"cluster-a"}
+    assert specs[0]["_launch_dir"] == "/runs/j1.1"
+    assert specs[0]["_matdx"] == {"batch": "b1", "job": "j1", "run_dir": "/runs/j1.1",
+                                  "cores": 1, "estimate_s": 60.0}
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"category": "a b"}, "executor.category"),
+        ({"fworker": "x\ny"}, "executor.fworker"),
+        ({"category_by_cores": {0: "x"}}, "executor.category_by_cores"),
+        ({"lost_after": -5}, "executor.lost_after"),
+        ({"queue": "debug"}, "executor.queue"),
+    ],
+)
+def test_bad_fireworks_sections_name_the_field(tmp_path, extra, message):
+    from matdx.workflows.campaign import CampaignError, read_campaign
+
+    file = tmp_path / "my_launchpad.yaml"
+    file.write_text("host: localhost\nname: fw\n")
+    path = tmp_path / "c.yaml"
+    section = {"type": "fireworks", "launchpad": str(file), **extra}
+    import yaml
+
+    path.write_text(yaml.safe_dump({"executor": section, **yaml.safe_load(CAMPAIGN)}))
+    with pytest.raises((CampaignError, ValueError), match=message):
+        read_campaign(path)
