@@ -23,7 +23,8 @@ from typing import Any
 
 from fireworks import FiretaskBase, FWAction, explicit_serialize
 
-from matdx.workflows.run import TaskStatus, run_task
+from matdx.workflows.run import TaskStatus
+from matdx.workflows.run import run_task as run_job_directory
 
 __all__ = ["JobNotCompleted", "RunJobTask"]
 
@@ -39,7 +40,7 @@ class RunJobTask(FiretaskBase):
     required_params = ("run_dir",)
 
     def run_task(self, fw_spec: dict[str, Any]) -> FWAction:
-        status = run_task(self["run_dir"])
+        status = run_job_directory(self["run_dir"])
         stored = {"matdx_status": status, "run_dir": self["run_dir"]}
         if status == TaskStatus.COMPLETED:
             return FWAction(stored_data=stored)
