@@ -80,7 +80,8 @@ def open_launchpad(path: str | Path) -> Iterator[Any]:
 
     In mongomock mode (mongomock-persistence) the LaunchPad's data are read from the
     ``MONGOMOCK_SERVERSTORE_FILE`` when it is opened and written back here, once, rather than
-    when the process exits; with MongoDB every change is already saved.
+    when the process exits; with MongoDB every change is already saved. The connection is
+    closed either way.
     """
     from fireworks import LaunchPad
 
@@ -91,6 +92,7 @@ def open_launchpad(path: str | Path) -> Iterator[Any]:
         save = getattr(getattr(launchpad.connection, "_store", None), "_finalizer", None)
         if callable(save):
             save()
+        launchpad.connection.close()
 
 
 class FireworksExecutor(Executor):
