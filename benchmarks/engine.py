@@ -2,6 +2,7 @@
 
     python benchmarks/engine.py                 # N = 100, 1,000, 10,000; three shapes
     python benchmarks/engine.py --sizes 100 1000 --repeats 3 --peers
+    python benchmarks/engine.py --sizes 100 --executor fireworks
 
 For each shape (fan-out: N independent jobs; chain: N jobs each using the previous one's
 output; fan-out + gather: N jobs and one that sums them) and size, it submits the campaign,
@@ -9,7 +10,10 @@ ticks until the last record is stored, and prints milliseconds per job (median o
 then the time of a tick with nothing to do on the largest campaign. Every state change is
 committed to the store (SQLite, WAL). With ``--peers`` it runs the same shapes with jobflow
 (in memory, nothing persisted) and FireWorks (on mongomock) when they are installed, in the
-same run, and prints matdx's speed-up over each.
+same run, and prints matdx's speed-up over each. With ``--executor fireworks`` it also runs
+each campaign (N <= 1000) through matdx's fireworks executor on a LaunchPad in FireWorks'
+mongomock mode (ticks and ``rapidfire`` in turn, in this process) and prints its per-job
+time beside the native (local) executor's.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE),
 SHAPES = ("fan-out", "chain", "fan-out+gather")
 
 
-def matdx_graph(shape: str, n: int):
+def matdx_graph(shape: str, n: int, executor: dict | None = None):
     from trivial import gather, increment
 
     from matdx.workflows import Flow
@@ -49,7 +53,7 @@ def matdx_graph(shape: str, n: int):
         if shape == "fan-out+gather":
             jobs.append(gather([j.output for j in jobs]))
     return CampaignGraph(f"bench-{shape}-{n}", [("bench", Flow(jobs))],
-                         {"type": "local", "workers": 2}, {})
+                         executor or {"type": "local", "workers": 2}, {})
 
 
 def run_matdx(shape: str, n: int) -> tuple[float, float]:
@@ -68,6 +72,43 @@ def run_matdx(shape: str, n: int) -> tuple[float, float]:
         idle = min(_timed(client.tick) for _ in range(5))
         client.store.dispose()
     return elapsed, idle
+
+
+def run_matdx_fireworks(shape: str, n: int) -> float:
+    """Seconds from submit to the last record stored, through the fireworks executor:
+    ``tick`` and ``rapidfire`` in turn until every job completed (mongomock mode)."""
+    with tempfile.TemporaryDirectory() as home:
+        # FireWorks picks mongomock when first imported with this set; the file is read
+        # whenever a LaunchPad is opened.
+        os.environ["MONGOMOCK_SERVERSTORE_FILE"] = str(Path(home) / "mongomock.json")
+        Path(os.environ["MONGOMOCK_SERVERSTORE_FILE"]).write_text("{}")
+        from fireworks.core.rocket_launcher import rapidfire
+
+        from matdx.client import Client
+        from matdx.workflows.executors.fireworks import open_launchpad
+
+        file = Path(home) / "my_launchpad.yaml"
+        file.write_text("host: localhost\nname: bench_executor\nstrm_lvl: ERROR\n")
+        with open_launchpad(file) as launchpad:
+            launchpad.reset("", require_password=False)
+        client = Client(home)
+        graph = matdx_graph(shape, n, {"type": "fireworks", "launchpad": str(file)})
+        here = os.getcwd()
+        start = time.perf_counter()
+        client.submit(graph, force=True)
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+            logging.disable(logging.INFO)
+            os.chdir(home)
+            try:
+                while set(client.tick().states) != {"COMPLETED"}:
+                    with open_launchpad(file) as launchpad:
+                        rapidfire(launchpad, strm_lvl="ERROR")
+            finally:
+                os.chdir(here)
+                logging.disable(logging.NOTSET)
+        elapsed = time.perf_counter() - start
+        client.store.dispose()
+    return elapsed
 
 
 def _timed(call: Callable[[], object]) -> float:
@@ -154,6 +195,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--peers", action="store_true",
                         help="also time jobflow and FireWorks (N <= 1000) when installed")
+    parser.add_argument("--executor", choices=["local", "fireworks"], default="local",
+                        help="fireworks: also time matdx's fireworks executor (N <= 1000)")
     args = parser.parse_args()
 
     print(f"{'shape':<16}{'N':>7}{'ms/job':>10}{'runs':>6}   peers (ms/job, matdx speed-up)")
@@ -167,6 +210,10 @@ def main() -> None:
                 idle[(shape, n)] = idle_s
             ours = statistics.median(times) * 1000
             peers = []
+            if args.executor == "fireworks" and n <= 1000:
+                seconds = run_matdx_fireworks(shape, n)
+                theirs = seconds / (n + (shape == "fan-out+gather")) * 1000
+                peers.append(f"matdx fireworks executor {theirs:.2f} ({theirs / ours:.1f}x local)")
             if args.peers and n <= 1000:
                 for name, runner in (("jobflow", run_jobflow), ("fireworks", run_fireworks)):
                     seconds = runner(shape, n)

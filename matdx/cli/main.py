@@ -14,6 +14,7 @@ import typer
 
 from matdx.cli import hpc, serve
 from matdx.cli.diagnose import register as register_diagnose_command
+from matdx.cli.fireworks import fireworks_app
 from matdx.cli.options import Campaign, Format, Home, OutputFormat
 from matdx.cli.plot import plot as plot_record
 from matdx.cli.records import register as register_record_commands
@@ -31,6 +32,7 @@ app.add_typer(store_app, name="store")
 hpc.register(app)  # matdx hpc check, matdx cron show, matdx report
 register_diagnose_command(app)  # matdx diagnose DIR --code CODE
 serve.register(app)  # matdx serve, matdx tokens create/list/revoke
+app.add_typer(fireworks_app, name="fireworks")  # matdx fireworks export
 
 
 class UsageFailure(Exception):

@@ -520,5 +520,7 @@ def register(app: typer.Typer, store_app: typer.Typer) -> None:
     app.add_typer(records_app, name="records")
     app.add_typer(export_app, name="export")
     app.command("query")(query)
-    app.command("import")(import_command)
+    from matdx.cli.fireworks import import_app
+
+    app.add_typer(import_app(import_command), name="import")  # import ARCHIVE | fireworks
     store_app.command("gc")(store_gc)

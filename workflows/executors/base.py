@@ -152,7 +152,11 @@ def executor_for(spec: Mapping[str, Any], home: str | Path = ".") -> Executor:
         from matdx.workflows.executors.dask import DaskExecutor
 
         return DaskExecutor.from_spec(spec, home)
+    if kind == "fireworks":
+        from matdx.workflows.executors.fireworks import FireworksExecutor
+
+        return FireworksExecutor.from_spec(spec, home)
     raise ValueError(
         f"executor.type: unknown executor {kind!r}; available: local, "
-        f"{', '.join(BATCH_TYPES)}, dask"
+        f"{', '.join(BATCH_TYPES)}, dask, fireworks"
     )

@@ -22,6 +22,8 @@
     executor: {type: dask, cluster: slurm, queue: debug, cores: 1, memory: 1GB,
                walltime: "00:05:00", interface: lo, workers: 2}
 
+    executor: {type: fireworks, launchpad: my_launchpad.yaml, category: matdx}
+
 :func:`validate_executor` picks the model from ``type`` and reports errors with the field's
 path inside the section (``executor.resources.walltime: ... exceeds max_walltime ...``);
 a batch executor's site profile is loaded and its resources are checked against the
@@ -49,6 +51,7 @@ __all__ = [
     "BatchExecutorSpec",
     "BatchResourcesSpec",
     "DaskExecutorSpec",
+    "FireworksExecutorSpec",
     "LocalExecutorSpec",
     "executor_key",
     "site_scheduler_matches",
@@ -183,10 +186,62 @@ class DaskExecutorSpec(BaseModel):
         return value
 
 
-ExecutorModel = LocalExecutorSpec | BatchExecutorSpec | DaskExecutorSpec
+class FireworksExecutorSpec(BaseModel):
+    """Jobs as Fireworks on an existing FireWorks LaunchPad, run by FireWorks' own launchers
+    (``rlaunch``, ``qlaunch``); see :mod:`matdx.workflows.executors.fireworks`.
+
+    ``launchpad`` is the LaunchPad file (``my_launchpad.yaml``); ``category`` and ``fworker``
+    become every Firework's ``_category`` and ``_fworker``; ``category_by_cores`` maps a least
+    number of cores to the category of the jobs that need at least that many (the largest
+    key not above a job's cores wins, over ``category``); ``lost_after`` (s) is how long a
+    RUNNING Firework may go without a ping before its job is requeued.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["fireworks"]
+    launchpad: str = Field(min_length=1, max_length=4096)
+    category: str | None = None
+    fworker: str | None = None
+    category_by_cores: dict[PositiveInt, str] = Field(default_factory=dict)
+    lost_after: WalltimeSeconds = 4 * 3600
+    max_tasks_per_batch: int = Field(1000, ge=1, le=20_000)
+
+    @field_validator("launchpad")
+    @classmethod
+    def _launchpad(cls, value: str) -> str:
+        """Absolute, so that ticks from cron find it; it must be a readable YAML mapping."""
+        path = Path(value).expanduser().absolute()
+        if not path.is_file():
+            raise ValueError(f"no LaunchPad file {str(path)!r}")
+        import yaml
+
+        try:
+            content = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as err:
+            raise ValueError(f"{str(path)!r} is not a readable LaunchPad YAML file: {err}") from err
+        if not isinstance(content, Mapping):
+            raise ValueError(f"{str(path)!r} is not a LaunchPad file (expected a mapping)")
+        return str(path)
+
+    @field_validator("category", "fworker")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        return None if value is None else check_identifier(value)
+
+    @field_validator("category_by_cores")
+    @classmethod
+    def _categories(cls, value: dict[int, str]) -> dict[int, str]:
+        return {cores: check_identifier(name) for cores, name in value.items()}
+
+
+ExecutorModel = (
+    LocalExecutorSpec | BatchExecutorSpec | DaskExecutorSpec | FireworksExecutorSpec
+)
 _MODELS: dict[str, type[BaseModel]] = {
     "local": LocalExecutorSpec,
     "dask": DaskExecutorSpec,
+    "fireworks": FireworksExecutorSpec,
     **dict.fromkeys(BATCH_TYPES, BatchExecutorSpec),
 }
 
@@ -209,7 +264,7 @@ def validate_executor(value: Any) -> ExecutorModel:
     pydantic.ValidationError
         With locations relative to the section (``site``, ``resources.walltime``).
     """
-    if isinstance(value, LocalExecutorSpec | BatchExecutorSpec | DaskExecutorSpec):
+    if isinstance(value, ExecutorModel):
         return value
     if not isinstance(value, Mapping):
         raise ValueError(f"expected a mapping such as {{type: local}}, got {value!r}")
@@ -281,7 +336,8 @@ def executor_key(spec: Mapping[str, Any]) -> str:
     Campaigns with equal keys share one executor (and its batches, poll and queue cap):
     ``local``; ``slurm:SITE`` for a batch queue (per site, whatever the resources; a site
     file adds a hash of its path, ``slurm:NAME@HASH``); ``dask:``
-    and a hash of the scheduler address or cluster settings.
+    and a hash of the scheduler address or cluster settings; ``fireworks:`` and a hash of the
+    LaunchPad file's path.
     """
     kind = spec.get("type", "local")
     if kind == "local":
@@ -293,6 +349,9 @@ def executor_key(spec: Mapping[str, Any]) -> str:
             key = f"{kind}:{Path(site).stem}@{hashlib.sha256(path.encode()).hexdigest()[:8]}"
         else:
             key = f"{kind}:{site}"
+    elif kind == "fireworks":
+        path = str(Path(str(spec["launchpad"])).resolve())
+        key = f"fireworks:{hashlib.sha256(path.encode()).hexdigest()[:12]}"
     else:
         identity = {
             k: v for k, v in spec.items() if k not in ("tasks_in_flight", "max_output_mb")
