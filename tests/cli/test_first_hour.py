@@ -57,21 +57,3 @@ def test_recipes_shows_real_defaults_and_help_is_not_truncated():
     assert all(len(line) <= 80 for line in done.stdout.splitlines())
     top = matdx_cli("--help", env=env).stdout
     assert "Commands" in top
-
-
-def test_run_exits_nonzero_when_jobs_failed(tmp_path):
-    home = tmp_path / "home"
-    campaign = tmp_path / "fail.yaml"
-    # a job that fails for good: EMT md of Cu with an integrator that blows up is hard to make
-    # at submit now (validation); a structure whose atoms fly apart does it at run time.
-    campaign.write_text("name: failing\nretries: 0\nrecipe: static\n"
-                        "structures: [{bulk: [Cu], a: 0.9}]\n")
-    env = {"MATDX_HOME": str(home), "COLUMNS": "80"}
-    submitted = matdx_cli("submit", str(campaign), env=env)
-    if submitted.returncode == 2:  # refused at submit: the better outcome; nothing to run
-        assert "overlap" in submitted.stderr or "a:" in submitted.stderr
-        return
-    done = matdx_cli("run", "failing", env=env)
-    assert done.returncode == 1
-    assert "FAILED" in done.stdout and "job(s) FAILED" in done.stderr
-
