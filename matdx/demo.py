@@ -32,8 +32,9 @@ def demo_tables(results: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]
         {
             "system": row["workflow"].removeprefix("md ").rsplit(" ", 2)[0],
             "T (K)": row["output"]["temperature_K"],
-            "D (cm²/s)": row["output"]["D_cm2_per_s"],
-            "± (cm²/s)": row["output"]["D_cm2_per_s_err"],
+            # "D = … ± … cm²/s", or "no diffusion detected, D < … cm²/s" for a solid
+            "diffusion": row["output"]["diffusion"],
+            "MSD fit (fs)": "–".join(f"{t:g}" for t in row["output"]["fit_window_fs"]),
             "g(r) peak (Å)": row["output"]["first_peak_A"],
         }
         for row in sorted(_by_recipe(results, "md"), key=lambda r: r["output"]["temperature_K"])

@@ -64,6 +64,7 @@ def _msd_summary(positions: np.ndarray, cells: np.ndarray, times: np.ndarray,
     value, error, bound = d.in_cm2_per_s()
     # D is None when no diffusion is detected: a solid reports an upper bound, never a value.
     out.update(diffusion=d.describe(), diffusion_detected=d.detected,
+               D_A2_per_fs=d.D if d.detected else None,
                D_cm2_per_s=value if d.detected else None, D_cm2_per_s_err=error,
                D_upper_cm2_per_s=bound, D_fit_cm2_per_s=value,
                fit_window_fs=list(d.fit_window), ballistic_end_fs=d.ballistic_end,

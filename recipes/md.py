@@ -214,12 +214,7 @@ class MDMaker(CodeMaker):
 
     name: ClassVar[str] = "md"
     description: ClassVar[str] = "NVT MD followed by g(r), MSD and D"
-    summary: ClassVar[tuple[str, ...]] = (
-        "temperature_K",
-        "D_cm2_per_s",
-        "D_cm2_per_s_err",
-        "first_peak_A",
-    )
+    summary: ClassVar[tuple[str, ...]] = ("temperature_K", "diffusion", "first_peak_A")
     returns_structure: ClassVar[bool] = False  # the output is the trajectory's analysis
 
     temperature_K: PositiveFloat = Field(300.0, description="thermostat temperature, K")

@@ -5,6 +5,7 @@ Heavy imports happen inside the commands, so ``matdx --help`` and ``matdx tick``
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -39,6 +40,19 @@ class UsageFailure(Exception):
     """A user error: printed as one line, exit code 2."""
 
 
+def _existing_client(home: Path | None) -> Any:
+    """The client of a store that exists: commands that only read never create one."""
+    import os
+
+    from matdx.client import default_home
+
+    folder = home or default_home()
+    if not os.environ.get("MATDX_STORE") and not (Path(folder) / "store.sqlite").is_file():
+        raise LookupError(f"no matdx store in {Path(folder).absolute()}; run `matdx submit "
+                          "FILE` (or `matdx init`) there first, or pass --home")
+    return _client(home)
+
+
 def _client(home: Path | None, workers: int | None = None) -> Any:
     from matdx.client import Client
 
@@ -61,7 +75,7 @@ def init(home: Home = None) -> None:
 
 @app.command()
 def submit(
-    file: Annotated[Path, typer.Argument(help="campaign file (YAML)", metavar="FILE")],
+    file: Annotated[Path, typer.Argument(help="campaign file (YAML)")],
     home: Home = None,
     force: Annotated[bool, typer.Option(help="run jobs even if identical results exist")] = False,
     force_large: Annotated[bool, typer.Option(
@@ -127,10 +141,20 @@ def run(
     workers: Annotated[int | None, typer.Option(help="local worker processes")] = None,
     poll: Annotated[float, typer.Option(help="seconds between ticks")] = 0.5,
 ) -> None:
-    """Tick until the campaign has nothing left to run, with a progress bar."""
+    """Tick until the campaign has nothing left to run, with a progress bar.
+
+    Exits with code 1 when a job ended FAILED, after a summary of why.
+    """
+    _existing_client(home).store.dispose()
     client = _client(home, workers)
+    if campaign is not None:
+        client.resolve_campaign(campaign)  # an unknown campaign fails before the progress bar
     _run_with_progress(client, campaign, poll)
-    _print_status(client, campaign)
+    failed = _print_status(client, campaign)
+    if failed:
+        err_console.print(f"{failed} job(s) FAILED; see the reasons above and "
+                          "`matdx show ID` for each", highlight=False)
+        raise typer.Exit(1)
 
 
 def _run_with_progress(client: Any, campaign: str | None, poll: float) -> None:
@@ -163,17 +187,22 @@ def _run_with_progress(client: Any, campaign: str | None, poll: float) -> None:
         client.run(campaign, poll_s=poll, on_tick=update)
 
 
-def _print_status(client: Any, campaign: str | None) -> None:
+def _print_status(client: Any, campaign: str | None) -> int:
+    """Print the status table and the failures; returns the number of FAILED jobs."""
+    from rich.markup import escape
+
     from matdx.cli.tables import status_table
 
     statuses = client.status(campaign)
     console.print(status_table(statuses))
+    failed = 0
     for status in statuses:
         for failure in status.failures:
+            failed += 1
             console.print(
-                f"[red]FAILED[/red] {status.name} · {failure.workflow} · "
-                f"{failure.name} ({failure.job_id[:8]}) after {failure.attempts} "
-                f"attempt(s): {failure.reason}",
+                f"[red]FAILED[/red] {escape(status.name)} · {escape(str(failure.workflow))} · "
+                f"{escape(failure.name)} ({failure.job_id[:8]}) after {failure.attempts} "
+                f"attempt(s): {escape(str(failure.reason))}",
                 highlight=False,
             )
         if status.blocked:
@@ -182,6 +211,7 @@ def _print_status(client: Any, campaign: str | None) -> None:
                 "jobs and will not start",
                 highlight=False,
             )
+    return failed
 
 
 @app.command()
@@ -190,7 +220,7 @@ def status(
     home: Home = None,
 ) -> None:
     """Jobs by state for each campaign, and failures with their reasons."""
-    _print_status(_client(home), campaign)
+    _print_status(_existing_client(home), campaign)
 
 
 @app.command()
@@ -313,6 +343,20 @@ def analyze(
     _print_status(client, analysis_id)
 
 
+def _default_text(info: Any) -> str:
+    """A setting's default as a user writes it in a campaign file ("required" if none)."""
+    if info.is_required():
+        return "required"
+    value = info.get_default(call_default_factory=True)
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value is None:
+        return "none"
+    if isinstance(value, dict | list | tuple) and not value:
+        return "{}" if isinstance(value, dict) else "[]"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 @app.command()
 def recipes() -> None:
     """The recipes campaign files can name, with their settings."""
@@ -326,7 +370,7 @@ def recipes() -> None:
                 {
                     "recipe": name,
                     "setting": field,
-                    "default": repr(info.default),
+                    "default": _default_text(info),
                     "description": info.description or "",
                 }
             )
@@ -391,6 +435,12 @@ register_record_commands(app, store_app)  # query, records, export, import, stor
 app.command("plot")(plot_record)
 
 
+@functools.cache
+def _command() -> Any:
+    """The click command of the app, built once per process (building it takes a while)."""
+    return typer.main.get_command(app)
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2."""
     from pydantic import ValidationError
@@ -401,7 +451,8 @@ def main() -> None:
     from matdx.workflows.submit import SubmitError
 
     try:
-        code = app(standalone_mode=False)  # returns the code of a typer.Exit
+        # returns the code of a typer.Exit
+        code = _command()(prog_name="matdx", standalone_mode=False)
     except (
         CampaignError,
         StructureError,

@@ -91,7 +91,7 @@ def test_retries_apply_to_every_job():
                 "structures": [{"bulk": ["Cu"]}],
                 "settings": {"temperature_K": -5},
             },
-            r"studies\[0\]\.settings\.temperature_K: Input should be greater than 0",
+            r"studies\[0\]\.settings\.temperature_K: must be greater than 0 K; got -5",
         ),
         (
             {
@@ -100,7 +100,7 @@ def test_retries_apply_to_every_job():
                 "structures": [{"bulk": ["Cu"]}],
                 "sweep": {"temperature_K": [300, -1]},
             },
-            r"studies\[0\]\.sweep\.temperature_K\[1\]: Input should be greater than 0",
+            r"studies\[0\]\.sweep\.temperature_K\[1\]: must be greater than 0 K; got -1",
         ),
         (
             {"name": "x", "recipe": "static", "structures": [{"file": "missing.cif"}]},
@@ -188,7 +188,8 @@ def test_bad_input_names_the_field(data, message):
 
 def test_malformed_yaml_names_the_line(tmp_path):
     path = write(tmp_path, "name: x\nrecipe: static\nstructures: [{bulk: [Cu]\n")
-    with pytest.raises(CampaignError, match=r"campaign file: malformed YAML at line \d+"):
+    with pytest.raises(CampaignError,
+                       match=r"campaign file campaign\.yaml: malformed YAML at line \d+"):
         read_campaign(path)
 
 

@@ -1,0 +1,59 @@
+"""The CLI as a new user meets it in the first hour (issue 13 points 6-11), typed as a user
+types it, at 80 columns."""
+
+from __future__ import annotations
+
+from tests.cli.helpers import run_matdx
+from tests.conftest import matdx_cli
+
+
+def test_status_outside_a_store_says_so_and_creates_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MATDX_STORE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MATDX_HOME", raising=False)
+    done = run_matdx(capsys, monkeypatch, "status")
+    assert done.returncode == 2
+    assert "no matdx store in" in done.stderr and "matdx-data" in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_run_of_an_unknown_campaign_fails_before_a_progress_bar(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MATDX_STORE", raising=False)
+    home = tmp_path / "home"
+    assert run_matdx(capsys, monkeypatch, "init", "--home", str(home)).returncode == 0
+    done = run_matdx(capsys, monkeypatch, "run", "no-such-campaign", "--home", str(home))
+    assert done.returncode == 2
+    assert "no-such-campaign" in done.stderr
+    assert "running" not in done.stdout and "━" not in done.stdout
+
+
+def test_errors_print_user_text_literally(tmp_path, capsys, monkeypatch):
+    campaign = tmp_path / "c.yaml"
+    campaign.write_text("name: x\ndescription: '[/bold] oops'\nrecipe: static\n"
+                        "structures: [{file: 'data[raw]/Cu.cif'}]\n")
+    done = run_matdx(capsys, monkeypatch, "submit", str(campaign), "--home",
+                     str(tmp_path / "h"))
+    assert done.returncode == 2
+    assert "data[raw]/Cu.cif" in done.stderr  # not data/Cu.cif: [raw] is not markup
+
+
+def test_install_hint_is_printed_literally():
+    from rich.console import Console
+    from rich.markup import escape
+
+    from matdx.recipes.codes import CODES
+
+    console = Console(width=80, record=True)
+    console.print(f"[bold red]error:[/bold red] {escape(CODES['chgnet'].install_hint)}")
+    assert "pip install 'matdx[mlip]'" in console.export_text()
+
+
+def test_recipes_shows_real_defaults_and_help_is_not_truncated():
+    env = {"COLUMNS": "80"}
+    done = matdx_cli("recipes", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "PydanticUndefined" not in done.stdout
+    assert "moderate" in done.stdout and "true" in done.stdout  # as written in YAML
+    assert all(len(line) <= 80 for line in done.stdout.splitlines())
+    top = matdx_cli("--help", env=env).stdout
+    assert "Commands" in top
