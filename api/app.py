@@ -7,6 +7,7 @@ logs, the rate limit per token and the body-size limit.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -23,6 +24,8 @@ from matdx.api.settings import ServiceSettings
 from matdx.store.store import Store
 
 __all__ = ["create_app"]
+
+logger = logging.getLogger("matdx.api")
 
 
 def _is_optimade(request: Request) -> bool:
@@ -52,7 +55,8 @@ def create_app(store: Store, settings: ServiceSettings | None = None) -> FastAPI
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
-        store.dispose()
+        store.dispose()  # after the requests in flight have finished
+        logger.info("matdx service stopped: requests finished, store closed")
 
     app = FastAPI(
         title="matdx",

@@ -42,7 +42,8 @@ def serve(
 ) -> None:
     """Serve the store over HTTP: REST, OPTIMADE at /optimade/v1, OpenAPI at /docs.
 
-    Stops gracefully on SIGINT/SIGTERM: requests in flight finish (up to 10 s).
+    Stops gracefully on SIGINT/SIGTERM: requests in flight finish (up to 10 s), then the
+    process ends with the signal's status, as uvicorn re-raises it.
     """
     import logging
     import sys
@@ -56,7 +57,7 @@ def serve(
         max_page=max_page, max_body_bytes=max_body, rate_per_minute=rate, base_url=base_url
     )
     store = _store(home)
-    access = logging.getLogger("matdx.api.access")
+    access = logging.getLogger("matdx.api")  # and its child matdx.api.access
     access.setLevel(logging.INFO)
     if not access.handlers:
         handler = logging.StreamHandler(sys.stderr)
