@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse
 from sqlalchemy import and_, select
 
 from matdx.api.deps import RequesterDep, SessionDep, SettingsDep, StoreDep
-from matdx.store.access import Purpose, access_filter, allowed
+from matdx.store.access import Purpose, access_filter, allowed, discovery_view
 from matdx.store.models import ProvenanceEdge, Record, RecordArtifact
 from matdx.store.records import upgrade_document
 from matdx.store.search import SUMMARY_COLUMNS, QueryError, RecordQuery, parse_range, search_records
@@ -164,9 +164,13 @@ def _readable(session: Any, requester: Any, record_id: str) -> None:
 
 @router.get("/{record_id}")
 def get_record(record_id: str, session: SessionDep, requester: RequesterDep) -> dict[str, Any]:
-    """One record's document (current schema)."""
+    """One record's document (current schema); under a running embargo, an outsider gets its
+    discovery metadata only."""
     _readable(session, requester, record_id)
-    return upgrade_document(session.get(Record, record_id).document)
+    row = session.get(Record, record_id)
+    if not allowed(session, requester, Purpose.RESULTS, [record_id]):
+        return discovery_view(row.document, row.created_at)
+    return upgrade_document(row.document)
 
 
 @router.get("/{record_id}/provenance")

@@ -66,6 +66,7 @@ def test_access_matrix_over_http(http, store, token_of):
         "admin": token_of("admin", admin=True),
     }
     seen: dict[str, dict[str, set[str]]] = {}
+    with_results: set[tuple[str, str]] = set()
     for person, headers in who.items():
         listed = {
             i["record_id"] for i in http.get("/records?limit=100", headers=headers).json()["items"]
@@ -86,9 +87,12 @@ def test_access_matrix_over_http(http, store, token_of):
                     "items"
                 ]
             }
+            got = http.get(f"/records/{record_id}", headers=headers)
+            if got.status_code == 200 and "results" in got.json():
+                with_results.add((level, person))
             cell = {
                 "list": record_id in listed,
-                "get": http.get(f"/records/{record_id}", headers=headers).status_code == 200,
+                "get": got.status_code == 200,
                 "query": record_id in queried,
                 "artifact": http.get(
                     f"/records/{record_id}/artifacts/output/out.txt", headers=headers
@@ -111,3 +115,7 @@ def test_access_matrix_over_http(http, store, token_of):
         )
         print(f"{level:<{width}}  {row}")
     assert seen == EXPECTED
+    # A record fetched under a running embargo shows outsiders no results.
+    assert ("embargoed", "bob") not in with_results
+    assert ("embargoed", "anonymous") not in with_results
+    assert {("embargoed", "alice"), ("embargoed", "carol"), ("public", "bob")} <= with_results
