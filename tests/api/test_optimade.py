@@ -54,16 +54,14 @@ def _formulas(http, filter_text: str) -> set[str]:
     return {e["attributes"]["chemical_formula_reduced"] for e in answer.json()["data"]}
 
 
-def test_anonymous_sees_public_and_embargoed_metadata_only(http, records):
+def test_anonymous_sees_public_structures_only(http, records):
+    # An OPTIMADE structure carries positions and cell, which an embargo keeps with the
+    # project until its end (outsiders may find the record's discovery metadata in /records).
     answer = http.get("/optimade/v1/structures?page_limit=100").json()
     seen = {entry["id"]: entry["attributes"] for entry in answer["data"]}
-    assert set(records["public"]) < set(seen)
-    assert records["embargoed"]["record_id"] in seen
-    for kind in ("private", "controlled"):
+    assert set(records["public"]) <= set(seen)
+    for kind in ("embargoed", "private", "controlled"):
         assert records[kind]["record_id"] not in seen
-    embargoed = seen[records["embargoed"]["record_id"]]
-    assert embargoed["chemical_formula_reduced"] == "Pt"
-    assert "_matdx_energy" not in embargoed and "_matdx_forces" not in embargoed
     assert answer["meta"]["data_returned"] == answer["meta"]["data_available"] == len(seen)
     # H2O is a molecule in a box: it has a structure too; every entry is an OPTIMADE structure
     assert all(attrs["structure_features"] == [] for attrs in seen.values())

@@ -9,6 +9,7 @@ executor, and is tested on both backends elsewhere).
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,18 @@ studies:
       - {bulk: [Cu], a: 3.3}
     settings: {points: 7, volume_range: 0.06, relax_first: false}
 """
+
+# MATDX_FIREWORKS_DEMO=full runs the whole demo campaign (matdx/demo.yaml, without its own
+# executor line) instead of the subset: the issue's acceptance run, too long for CI.
+FULL_DEMO = os.environ.get("MATDX_FIREWORKS_DEMO") == "full"
+
+
+def _demo_campaign() -> str:
+    import matdx
+
+    text = (Path(matdx.__file__).parent / "demo.yaml").read_text()
+    return "".join(line for line in text.splitlines(keepends=True)
+                   if not line.startswith("executor:"))
 
 
 @pytest.fixture
@@ -152,11 +165,12 @@ def _differences(ours: Any, theirs: Any, path: str = "output") -> list[str]:
 def test_demo_subset_through_rlaunch_matches_a_native_run(
     tmp_path, sqlite_home, launchpad, monkeypatch
 ):
-    fw_file = campaign_file(tmp_path / "fw.yaml", CAMPAIGN, launchpad)
+    campaign = _demo_campaign() if FULL_DEMO else CAMPAIGN
+    fw_file = campaign_file(tmp_path / "fw.yaml", campaign, launchpad)
     submitted = matdx_cli("submit", str(fw_file), env=launchpad.env)
     assert submitted.returncode == 0, submitted.stderr
     rounds = _run_through_fireworks(sqlite_home, launchpad)
-    assert rounds >= 3  # the Response of the squeezed Cu fit needs rounds of its own
+    assert rounds >= 3  # relax → points → fit (and the squeezed Cu fit's Response)
 
     # FireWorks ran every job: one COMPLETED Firework per job attempt, in matdx batches
     fireworks = launchpad.collection("fireworks")
@@ -169,7 +183,7 @@ def test_demo_subset_through_rlaunch_matches_a_native_run(
     native_home = tmp_path / "native-home"
     monkeypatch.setenv("MATDX_HOME", str(native_home))
     native_file = tmp_path / "native.yaml"
-    native_file.write_text("executor: {type: local, workers: 2}\n" + CAMPAIGN)
+    native_file.write_text("executor: {type: local, workers: 2}\n" + campaign)
     assert matdx_cli("submit", str(native_file)).returncode == 0
     native_run = matdx_cli("run", "--poll", "0.2", timeout=600)
     assert native_run.returncode == 0, native_run.stderr
@@ -179,6 +193,10 @@ def test_demo_subset_through_rlaunch_matches_a_native_run(
     for input_hash, (workflow, name, output) in ours.items():
         assert (workflow, name) == theirs[input_hash][:2]
         assert _differences(output, theirs[input_hash][2]) == [], (workflow, name)
+    print(f"\n{len(ours)} records through rlaunch in {rounds} rounds; the same {len(theirs)} "
+          "input hashes and outputs within 1e-8 as the native run")
+    if FULL_DEMO:
+        return
     # the squeezed Cu: the fit's Response added points beyond the high-volume end, and the
     # new fit found the minimum inside the extended range
     squeezed = [(name, out) for workflow, name, out in ours.values()
