@@ -61,7 +61,8 @@ def test_check_site_against_the_running_cluster(site):
 def test_jobs_complete_and_fail_with_exit_code_3(site, runner, tmp_path):
     sge = site.scheduler_adapter(runner=runner)
     canary = tmp_path / "canary"
-    payload = f"$(touch {canary}); `touch {canary}` && touch {canary} \n'\""
+    # shell syntax stays data; a line break would be refused (matdx.safety.text)
+    payload = f"$(touch {canary}); `touch {canary}` && touch {canary} \t'\""
     ok = site.resources(
         job_name="matdx-ok", walltime="5min", working_directory=tmp_path,
         output=tmp_path / "ok.out", environment={"MATDX_PAYLOAD": payload},
