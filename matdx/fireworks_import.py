@@ -42,7 +42,12 @@ from ase.units import GPa
 from sqlalchemy import select
 
 from matdx.store.models import ProvenanceEdge, Record, utcnow
-from matdx.store.records import STRESS_CONVENTION, Governance, validate_document
+from matdx.store.records import (
+    SCHEMA_VERSION,
+    STRESS_CONVENTION,
+    Governance,
+    validate_document,
+)
 from matdx.store.store import Store
 from matdx.store.system import optimade_structure
 from matdx.workflows.records import matdx_version
@@ -308,7 +313,7 @@ def import_launchpad(store: Store, launchpad_file: str | Path, *,
             report.in_flight += 1
             continue
         document = record_of(run, checked, by_fw)
-        validate_document({**document, "schema_version": 2})
+        validate_document({**document, "schema_version": SCHEMA_VERSION})
         by_fw[run.firework["fw_id"]] = document["record_id"]
         stored = ((run.launch.get("action") or {}).get("stored_data")) or None
         documents.append((document, stored))
@@ -319,7 +324,8 @@ def import_launchpad(store: Store, launchpad_file: str | Path, *,
             if document["record_id"] in present:
                 report.present += 1
                 continue
-            full = validate_document({**document, "schema_version": 2}).model_dump(mode="json")
+            full = validate_document({**document, "schema_version": SCHEMA_VERSION})
+            full = full.model_dump(mode="json")
             session.add(Record(document=full, output=output, created_at=utcnow()))
             session.flush()
             for parent in document["parents"]:
