@@ -170,7 +170,8 @@ def test_demo_subset_through_rlaunch_matches_a_native_run(
     submitted = matdx_cli("submit", str(fw_file), env=launchpad.env)
     assert submitted.returncode == 0, submitted.stderr
     rounds = _run_through_fireworks(sqlite_home, launchpad)
-    assert rounds >= 3  # relax → points → fit (and the squeezed Cu fit's Response)
+    if not FULL_DEMO:
+        assert rounds >= 3  # the Response of the squeezed Cu fit needs rounds of its own
 
     # FireWorks ran every job: one COMPLETED Firework per job attempt, in matdx batches
     fireworks = launchpad.collection("fireworks")
