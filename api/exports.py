@@ -18,7 +18,7 @@ from starlette.background import BackgroundTask
 from matdx.api.deps import RequesterDep, StoreDep
 from matdx.api.records import record_query
 from matdx.store.access import Requester
-from matdx.store.export_optimade import API_VERSION, _info_line, optimade_entry
+from matdx.store.export_optimade import API_VERSION, info_line, optimade_entry
 from matdx.store.exporting import exportable_records
 from matdx.store.search import RecordQuery
 from matdx.store.store import Store
@@ -53,7 +53,7 @@ QueryDep = Annotated[RecordQuery, Depends(export_query)]
 
 def _jsonl(store: Store, requester: Requester, query: RecordQuery) -> Iterator[bytes]:
     yield (json.dumps({"x-optimade": {"api_version": API_VERSION}}) + "\n").encode()
-    yield (json.dumps(_info_line(), ensure_ascii=False) + "\n").encode()
+    yield (json.dumps(info_line(), ensure_ascii=False) + "\n").encode()
     with store.transaction() as session:
         for exported in exportable_records(session, requester, query):
             entry = optimade_entry(exported)

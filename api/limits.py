@@ -82,7 +82,7 @@ class BodyLimit:
 
 
 class _TooLarge(Exception):
-    pass
+    """The request body grew past the limit while it was being read."""
 
 
 class RateLimit:

@@ -22,7 +22,7 @@ from typing import Any
 
 from matdx.store.exporting import ExportedRecord
 
-__all__ = ["API_VERSION", "PROVIDER_FIELDS", "optimade_entry", "write_optimade_jsonl"]
+__all__ = ["API_VERSION", "PROVIDER_FIELDS", "info_line", "optimade_entry", "write_optimade_jsonl"]
 
 API_VERSION = "1.2.0"
 PREFIX = "_matdx_"
@@ -126,7 +126,9 @@ def optimade_entry(exported: ExportedRecord) -> dict[str, Any] | None:
     return {"type": "structures", "id": record.record_id, "attributes": attributes}
 
 
-def _info_line() -> dict[str, Any]:
+def info_line() -> dict[str, Any]:
+    """The first line of an OPTIMADE JSON Lines file: the ``info`` entry of ``structures``
+    with matdx's own properties described."""
     return {
         "type": "info",
         "id": "structures",
@@ -149,7 +151,7 @@ def write_optimade_jsonl(records: Iterable[ExportedRecord], path: str | Path) ->
     partial = target.with_name(f".{target.name}.partial")
     with partial.open("w", encoding="utf-8") as out:
         out.write(json.dumps({"x-optimade": {"api_version": API_VERSION}}) + "\n")
-        out.write(json.dumps(_info_line(), ensure_ascii=False) + "\n")
+        out.write(json.dumps(info_line(), ensure_ascii=False) + "\n")
         for exported in records:
             entry = optimade_entry(exported)
             if entry is not None:
