@@ -36,8 +36,8 @@ says converged, so a run whose settings are wrong for what it found is rerun, no
 ``highest_band_occupied`` (input)
     smearing, but the highest computed band holds electrons → more bands;
 ``kpoints_too_coarse_for_metal`` (input)
-    a metal sampled with fewer than 3 k-points per Å⁻¹ (2π included) along a reciprocal
-    vector → the grid that reaches it;
+    a metal sampled with fewer than 2.5 k-points per Å⁻¹ (2π included, the ``fast``
+    protocol) along a reciprocal vector → the grid that reaches it;
 ``forces_unconverged`` (numerical)
     a relaxation that ended with a force above ``forc_conv_thr`` (the final SCF of a vc-relax
     is done with the new plane-wave basis and can undo the convergence) → continue from the
@@ -87,10 +87,10 @@ __all__ = [
 DIAGONALIZATION_LADDER = ("david", "ppcg", "paro", "cg")
 """Order in which eigensolvers are tried; cg, the slowest and most robust, is the last."""
 
-METAL_KPOINT_DENSITY = 3.0
+METAL_KPOINT_DENSITY = 2.5
 """Fewest k-points per Å⁻¹ (2π included, :mod:`matdx.codes.kpoints`) along each reciprocal
-vector for a metal: the coarse end of that scale (a spacing of 0.33 Å⁻¹; pymatgen's
-MPScanRelaxSet asks 0.22 Å⁻¹ of metals for production)."""
+vector for a metal: the density of the ``fast`` protocol, the coarsest matdx offers (a
+spacing of 0.4 Å⁻¹; pymatgen's MPScanRelaxSet asks 0.22 Å⁻¹ of metals for production)."""
 
 HIGHEST_BAND_OCCUPATION = 0.01
 """Largest occupation of the top band (pw.x prints occupations from 0 to 1) at any k-point."""
