@@ -281,3 +281,45 @@ def test_bfgs_history_ladder_for_relax_and_vc_relax(tmp_path):
             seen.append(updates)
             parameters = correction.apply(parameters)
         assert seen == expected
+
+
+def test_a_converged_relaxation_with_forces_above_the_threshold_is_continued(template,
+                                                                              tmp_path):
+    """The closing lines of a real vc-relax (pw.x 6.7, Si, final SCF after "bfgs converged"),
+    with the final SCF's forces made larger than ``forc_conv_thr``, as a change of basis can
+    leave them: the run is not accepted and continues from its last structure."""
+    directory = tmp_path / "run"
+    directory.mkdir()
+    (directory / "parameters.json").write_text(json.dumps(
+        {"code": "espresso", "calculation": "vc-relax",
+         "parameters": {"control": {"forc_conv_thr": 1e-4}}}))
+    closing = """     Program PWSCF v.6.7MaX starts on  7Dec2026
+     bfgs converged in   8 scf cycles and   7 bfgs steps
+CELL_PARAMETERS (angstrom)
+   0.001141879   2.729455659   2.729455659
+   2.729455659   0.001141879   2.729455659
+   2.729455659   2.729455659   0.001141879
+
+ATOMIC_POSITIONS (angstrom)
+Si            0.0652077110        0.0652077110        0.0652077110
+Si            1.4298068550        1.4298068550        1.4298068550
+End final coordinates
+     Final scf calculation at the relaxed structure.
+     Self-consistent Calculation
+     convergence has been achieved in  11 iterations
+!    total energy              =     -15.68271000 Ry
+
+     Forces acting on atoms (cartesian axes, Ry/au):
+
+     atom    1 type  1   force =    -0.00%s   -0.00%s   -0.00%s
+     atom    2 type  1   force =     0.00%s    0.00%s    0.00%s
+
+   JOB DONE.
+"""
+    (directory / "pw.out").write_text(closing.replace("%s", "008206"))
+    assert "forces_unconverged" not in handlers_firing(template, directory)
+    (directory / "pw.out").write_text(closing.replace("%s", "208206"))
+    assert handlers_firing(template, directory) == {"forces_unconverged"}
+    correction = diagnose(template, directory, {}, bulk("Si", "diamond", a=5.43))
+    assert correction.handler == "forces_unconverged"
+    assert correction.restart_structure.positions[1] == pytest.approx([1.4298068550] * 3)
