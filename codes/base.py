@@ -368,8 +368,9 @@ def run_calculation(
         (:class:`~matdx.codes.errors.ProgramNotFound`).
     CalculationFailed
         After the run: non-zero exit, error message, unconverged SCF (:class:`SCFError`) or
-        ionic loop, timeout, missing or truncated output (:class:`ReadError`). It carries the
-        first applicable correction (or None), the reason and the kind.
+        ionic loop, timeout, missing or truncated output (:class:`ReadError`), or a converged
+        run that an after-the-run check refuses (``checks_finished_runs`` handlers). It carries
+        the first applicable correction (or None), the reason and the kind.
     """
     template.check_calculation(calculation)
     directory = Path(directory)
@@ -404,6 +405,7 @@ def run_calculation(
         and result.converged
         and record.returncode == 0
         and not record.timed_out
+        and not any(h.checks_finished_runs and h.detect(directory) for h in template.handlers)
     ):
         if result.walltime_s is None:
             result = replace(result, walltime_s=record.walltime_s)

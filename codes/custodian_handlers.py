@@ -37,7 +37,14 @@ from ase import Atoms
 from matdx.codes.errors import CalculationFailed, Kind, NoCorrection
 from matdx.codes.handlers import Correction, ErrorHandler
 
-__all__ = ["LINK_ABOVE_BYTES", "CustodianHandler", "Diagnosis", "Translation", "scratch_copy"]
+__all__ = [
+    "LINK_ABOVE_BYTES",
+    "CustodianHandler",
+    "CustodianValidator",
+    "Diagnosis",
+    "Translation",
+    "scratch_copy",
+]
 
 LINK_ABOVE_BYTES = 50 * 1024**2
 """Files larger than this (wavefunctions, charge densities) are linked, not copied, into the
@@ -127,6 +134,9 @@ class CustodianHandler(ErrorHandler):
         CP2K's frozen job was stuck in the preconditioner), or None.
     max_corrections
         Budget of this handler per calculation (default 5).
+    checks_finished_runs
+        True for handlers custodian runs after a finished job (smearing, k-spacing of a metal):
+        consulted also when the run says converged.
     """
 
     default_max_corrections = 5
@@ -142,8 +152,10 @@ class CustodianHandler(ErrorHandler):
         error_class: type[CalculationFailed] = CalculationFailed,
         found: Callable[[Any], bool] | None = None,
         max_corrections: int | None = None,
+        checks_finished_runs: bool = False,
     ) -> None:
         super().__init__(max_corrections)
+        self.checks_finished_runs = checks_finished_runs  # type: ignore[misc]
         self.make = make
         self.name = name  # type: ignore[misc]
         self.kind = kind  # type: ignore[misc]
@@ -235,3 +247,64 @@ class CustodianHandler(ErrorHandler):
 
     def __repr__(self) -> str:
         return f"CustodianHandler({self.name!r}, max_corrections={self.max_corrections})"
+
+
+class CustodianValidator(ErrorHandler):
+    """One custodian validator: an after-the-run check that a finished run's outputs are
+    whole and usable (``check`` True means they are not).
+
+    Validators only read the run directory, so they run on it directly. They know no
+    correction: the attempt is refused and rerun within its kind's budget.
+
+    Parameters
+    ----------
+    make
+        Makes the custodian validator (e.g. ``VasprunXMLValidator``).
+    name
+        matdx name (``"custodian.VasprunXMLValidator"``).
+    kind
+        Failure kind of an invalid output (a torn ``vasprun.xml`` is ``"infrastructure"``).
+    requires
+        Files that must exist for the validator to apply (e.g. ``AECCAR0``), or empty.
+    finished
+        Whether the program says it finished in a directory (e.g. VASP's timing summary at the
+        end of OUTCAR): a validator judges only finished runs, the handlers explain the rest.
+    """
+
+    default_max_corrections = 0
+    checks_finished_runs = True
+
+    def __init__(self, make: Callable[[], Any], name: str, kind: Kind,
+                 finished: Callable[[Path], bool], requires: tuple[str, ...] = ()) -> None:
+        super().__init__(0)
+        self.make = make
+        self.name = name  # type: ignore[misc]
+        self.kind = kind  # type: ignore[misc]
+        self.finished = finished
+        self.requires = tuple(requires)
+
+    def detect(self, directory: Path) -> bool:
+        directory = Path(directory)
+        if not directory.is_dir() or not all((directory / f).is_file() for f in self.requires):
+            return False
+        if not self.finished(directory):
+            return False
+        quiet = logging.getLogger("custodian")
+        level = quiet.level
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quiet.setLevel(logging.CRITICAL)
+            try:
+                return bool(self.make().check(str(directory)))
+            except (OSError, ValueError, KeyError, IndexError, AttributeError):
+                return True  # the files the validator needs could not be read
+            finally:
+                quiet.setLevel(level)
+
+    def correct(
+        self, directory: Path, parameters: Mapping[str, Any], atoms: Atoms
+    ) -> Correction:
+        raise NoCorrection(f"{self.name}: the outputs are invalid; the attempt is not accepted")
+
+    def __repr__(self) -> str:
+        return f"CustodianValidator({self.name!r})"

@@ -49,7 +49,7 @@ from typing import Any, ClassVar
 import numpy as np
 from ase import Atoms
 from ase.constraints import FixAtoms, FixCartesian
-from ase.data import atomic_masses, atomic_numbers, covalent_radii
+from ase.data import atomic_masses, atomic_numbers
 from ase.units import Bohr, Ry
 
 from matdx.codes.base import (
@@ -58,22 +58,9 @@ from matdx.codes.base import (
     refusing_unsafe_values,
     write_parameters_record,
 )
-from matdx.codes.errors import (
-    InputError,
-    Kind,
-    NoCorrection,
-    PseudopotentialNotFound,
-    ReadError,
-    SCFError,
-)
+from matdx.codes.errors import InputError, PseudopotentialNotFound, ReadError
 from matdx.codes.execution import Profile
-from matdx.codes.handlers import (
-    Correction,
-    ErrorHandler,
-    Interrupted,
-    OutOfMemory,
-    read_text,
-)
+from matdx.codes.handlers import ErrorHandler, read_text
 from matdx.codes.kpoints import bandpath_kpoints, kpoint_grid
 from matdx.codes.results import CalculationResult, band_gap, file_sha256
 from matdx.codes.trajectory import Frames
@@ -81,12 +68,6 @@ from matdx.safety.text import check_keys, check_tree, check_word
 
 __all__ = [
     "DEFAULT_PSEUDO_DIR",
-    "EspressoBands",
-    "EspressoDiagonalization",
-    "EspressoInterrupted",
-    "EspressoIonic",
-    "EspressoSCF",
-    "EspressoSmearing",
     "EspressoTemplate",
     "PseudoInfo",
     "PwOutput",
@@ -471,15 +452,10 @@ class EspressoTemplate(Template):
     install_hint = "apt-get install quantum-espresso quantum-espresso-data"
 
     def default_handlers(self) -> tuple[ErrorHandler, ...]:
-        return (
-            OutOfMemory((OUTPUT, ERROR)),
-            EspressoDiagonalization(),
-            EspressoBands(),
-            EspressoSmearing(),
-            EspressoSCF(),
-            EspressoIonic(),
-            EspressoInterrupted(),
-        )
+        """The recovery catalogue of :mod:`matdx.codes.espresso_handlers`."""
+        from matdx.codes.espresso_handlers import espresso_handlers
+
+        return espresso_handlers()
 
     def arguments(self) -> list[str]:
         return ["-in", INPUT]
@@ -727,7 +703,9 @@ class EspressoTemplate(Template):
         scf_converged = None if calculation in {"nscf", "bands"} else bool(
             last is not None and last.scf_converged
         )
-        ionic_converged = (out.ionic_converged and not out.max_steps_reached) if relaxing else None
+        ionic_converged = (
+            out.ionic_converged and not out.max_steps_reached and not out.bfgs_history_failed
+        ) if relaxing else None
         converged = (
             scf_converged is not False
             and ionic_converged is not False
@@ -850,6 +828,7 @@ class PwOutput:
     cpu_time_exceeded: bool = False
     max_steps_reached: bool = False
     ionic_converged: bool = False
+    bfgs_history_failed: bool = False
     walltime_s: float | None = None
     warnings: list[str] = field(default_factory=list)
 
@@ -1061,6 +1040,7 @@ def parse_pw_output(text: str) -> PwOutput:
         elif "bfgs converged in" in line or "Damped Dynamics: convergence achieved" in line:
             out.ionic_converged = True
         elif "history already reset at previous step" in line:
+            out.bfgs_history_failed = True  # pw.x 6.x goes on to print "bfgs converged"
             out.warnings.append(stripped)
         elif "JOB DONE" in line:
             out.job_done = True
@@ -1119,282 +1099,3 @@ def _parse_bands(lines: list[str], start: int, out: PwOutput) -> int:
         else:
             out.occupations = None
     return i
-
-
-# --------------------------------------------------------------------------- error handlers
-
-
-def _current(parameters: Mapping[str, Any], namelist: str, key: str, default: Any) -> Any:
-    value = (parameters.get(namelist) or {}).get(key)
-    return default if value is None else value
-
-
-class EspressoSCF(ErrorHandler):
-    """``convergence NOT achieved``: the SCF loop hit ``electron_maxstep``.
-
-    Remedies, escalating with what the parameters already say: (1) halve ``mixing_beta``
-    (0.7 → 0.35) and raise ``electron_maxstep`` to at least 100 (twice the old value);
-    (2) ``mixing_mode='local-TF'`` (for inhomogeneous systems: surfaces, vacancies, magnets)
-    and halve the mixing again, at least 200 steps; (3) with local-TF already on, halve the
-    mixing and use a longer mixing history (``mixing_ndim=12``); below β = 0.05 no remedy is
-    left.
-    """
-
-    name = "scf_unconverged"
-    kind: ClassVar[Kind] = "numerical"
-    error_class = SCFError
-    default_max_corrections = 3
-    _pattern = re.compile(r"convergence NOT achieved after\s+(\d+)\s+iterations")
-
-    def detect(self, directory: Path) -> bool:
-        return self._pattern.search(read_text(Path(directory) / OUTPUT)) is not None
-
-    def correct(
-        self, directory: Path, parameters: Mapping[str, Any], atoms: Atoms
-    ) -> Correction:
-        beta = float(_current(parameters, "electrons", "mixing_beta", 0.7))
-        mode = str(_current(parameters, "electrons", "mixing_mode", "plain"))
-        steps = int(_current(parameters, "electrons", "electron_maxstep", 100))
-        if mode != "local-TF" and beta >= 0.7 - 1e-9:
-            updates = {"mixing_beta": round(beta / 2, 4), "electron_maxstep": max(2 * steps, 100)}
-            what = f"halve mixing_beta to {updates['mixing_beta']}"
-        elif mode != "local-TF":
-            updates = {
-                "mixing_mode": "local-TF",
-                "mixing_beta": round(beta / 2, 4),
-                "electron_maxstep": max(2 * steps, 200),
-            }
-            what = f"switch to local-TF mixing with mixing_beta {updates['mixing_beta']}"
-        elif beta > 0.05:
-            updates = {
-                "mixing_beta": round(beta / 2, 4),
-                "mixing_ndim": 12,
-                "electron_maxstep": max(2 * steps, 200),
-            }
-            what = f"local-TF with mixing_beta {updates['mixing_beta']} and mixing_ndim 12"
-        else:
-            raise NoCorrection(
-                f"SCF still unconverged with local-TF mixing and mixing_beta={beta}; "
-                "check the structure, spin state and smearing"
-            )
-        return Correction(
-            handler=self.name,
-            description=f"SCF not converged in {steps} steps: {what}, "
-            f"electron_maxstep {updates['electron_maxstep']}",
-            parameter_updates={"electrons": updates},
-        )
-
-
-def _last_structure(directory: Path) -> Atoms | None:
-    out = parse_pw_output(read_text(Path(directory) / OUTPUT))
-    return out.geometries[-1] if out.geometries else None
-
-
-class EspressoIonic(ErrorHandler):
-    """A relaxation stopped before convergence: ``nstep`` reached, or BFGS gave up
-    (``history already reset at previous step: stopping``).
-
-    Restart from the last structure printed (positions, and the cell for vc-relax) with twice
-    the ionic steps; BFGS starts with a fresh Hessian, which is also what a stuck BFGS needs.
-    """
-
-    name = "ionic_unconverged"
-    kind: ClassVar[Kind] = "numerical"
-    default_max_corrections = 3
-
-    def detect(self, directory: Path) -> bool:
-        text = read_text(Path(directory) / OUTPUT)
-        return (
-            "The maximum number of steps has been reached" in text
-            or "history already reset at previous step: stopping" in text
-        )
-
-    def correct(
-        self, directory: Path, parameters: Mapping[str, Any], atoms: Atoms
-    ) -> Correction:
-        structure = _last_structure(directory)
-        if structure is None:
-            raise NoCorrection("the relaxation printed no structure to restart from")
-        structure.set_constraint([c.copy() for c in atoms.constraints])
-        steps = int(_current(parameters, "control", "nstep", 50))
-        return Correction(
-            handler=self.name,
-            description=f"relaxation not converged in {steps} ionic steps: restart from the "
-            f"last structure with nstep {2 * steps}",
-            parameter_updates={"control": {"nstep": 2 * steps}},
-            restart_structure=structure,
-        )
-
-
-class EspressoDiagonalization(ErrorHandler):
-    """Dense diagonalisation failed: ``S matrix not positive definite``, ``problems computing
-    cholesky`` (``cdiaghg``/``rdiaghg``), ``eigenvectors failed to converge``.
-
-    Switch Davidson to conjugate gradients (``diagonalization='cg'``), which does not need the
-    Cholesky factorisation of the subspace overlap. When atoms overlap (closer than half the sum
-    of their covalent radii) the overlap matrix is singular for any algorithm: no remedy, the
-    structure is wrong. Also no remedy when cg already failed.
-    """
-
-    name = "diagonalization"
-    kind: ClassVar[Kind] = "numerical"
-    default_max_corrections = 1
-    _pattern = re.compile(
-        r"S matrix not positive definite|problems computing cholesky"
-        r"|Error in routine [cr]diaghg|Error in routine [cr]diagh\b"
-        r"|eigenvectors failed to converge"
-    )
-
-    def detect(self, directory: Path) -> bool:
-        return self._pattern.search(read_text(Path(directory) / OUTPUT)) is not None
-
-    def correct(
-        self, directory: Path, parameters: Mapping[str, Any], atoms: Atoms
-    ) -> Correction:
-        if len(atoms) > 1:
-            distances = atoms.get_all_distances(mic=True)
-            radii = covalent_radii[atoms.numbers]
-            ratio = distances / (radii[:, None] + radii[None, :])
-            np.fill_diagonal(ratio, np.inf)
-            i, j = np.unravel_index(np.argmin(ratio), ratio.shape)
-            if ratio[i, j] < 0.5:
-                raise NoCorrection(
-                    f"atoms {i} and {j} are {distances[i, j]:.3f} Å apart (less than half the "
-                    "sum of their covalent radii): overlapping atoms make the overlap matrix "
-                    "singular; fix the structure"
-                )
-        current = str(_current(parameters, "electrons", "diagonalization", "david"))
-        if current != "david":
-            raise NoCorrection(f"diagonalization failed with diagonalization={current!r}")
-        return Correction(
-            handler=self.name,
-            description="Cholesky/S-matrix failure in the Davidson subspace diagonalisation: "
-            "use diagonalization='cg'",
-            parameter_updates={"electrons": {"diagonalization": "cg"}},
-        )
-
-
-def _band_count(parameters: Mapping[str, Any], directory: Path) -> tuple[float, int]:
-    """(electrons, bands used) of a run, from parameters.json, pw.out or the parameters."""
-    record = (read_parameters_record(directory) or {}).get("parameters", {})
-    electrons = record.get("n_electrons")
-    if electrons is None:
-        electrons = parse_pw_output(read_text(directory / OUTPUT)).n_electrons
-    if electrons is None:
-        raise NoCorrection("cannot tell the number of electrons to size nbnd")
-    system = record.get("system") or parameters.get("system") or {}
-    bands = system.get("nbnd")
-    if bands is None:
-        occupations = system.get("occupations", "fixed")
-        bands = math.ceil(electrons / 2) if occupations == "fixed" else _default_bands(electrons)
-    return float(electrons), int(bands)
-
-
-class EspressoBands(ErrorHandler):
-    """Too few Kohn–Sham states: ``too few bands``, ``too many bands are required``,
-    ``cannot bracket Ef`` (the Fermi level lies above the highest computed band).
-
-    Raise ``nbnd`` to 1.3 times the number used, and at least pw.x's default for metals,
-    max(1.2 N/2, N/2 + 4) for N electrons.
-    """
-
-    name = "too_few_bands"
-    kind: ClassVar[Kind] = "input"
-    default_max_corrections = 2
-    _pattern = re.compile(r"too few bands|too many bands are required|cannot bracket Ef")
-
-    def detect(self, directory: Path) -> bool:
-        return self._pattern.search(read_text(Path(directory) / OUTPUT)) is not None
-
-    def correct(
-        self, directory: Path, parameters: Mapping[str, Any], atoms: Atoms
-    ) -> Correction:
-        electrons, used = _band_count(parameters, Path(directory))
-        bands = max(math.ceil(1.3 * used), _default_bands(electrons))
-        return Correction(
-            handler=self.name,
-            description=f"too few bands ({used} for {electrons:g} electrons): nbnd {bands}",
-            parameter_updates={"system": {"nbnd": bands}},
-        )
-
-
-class EspressoSmearing(ErrorHandler):
-    """``charge is wrong: smearing is needed``: fixed occupations on a metal.
-
-    Use Marzari–Vanderbilt cold smearing, ``degauss`` 0.01 Ry (0.136 eV), the usual choice for
-    metals: it keeps the free energy close to the zero-smearing energy; the band count then
-    follows pw.x's default for smearing.
-    """
-
-    name = "smearing_needed"
-    kind: ClassVar[Kind] = "input"
-    default_max_corrections = 1
-
-    def detect(self, directory: Path) -> bool:
-        return "smearing is needed" in read_text(Path(directory) / OUTPUT)
-
-    def correct(
-        self, directory: Path, parameters: Mapping[str, Any], atoms: Atoms
-    ) -> Correction:
-        return Correction(
-            handler=self.name,
-            description="fixed occupations on a metal (charge is wrong): Marzari-Vanderbilt "
-            "smearing with degauss 0.01 Ry",
-            parameter_updates={
-                "system": {"occupations": "smearing", "smearing": "mv", "degauss": 0.01}
-            },
-        )
-
-
-class EspressoInterrupted(Interrupted):
-    """Timeout, walltime or killed process, including pw.x's own ``max_seconds`` stop.
-
-    After pw.x's own clean stop (``Maximum CPU time exceeded``: restart files written) the next
-    attempt continues exactly where it stopped: ``restart_mode='restart'`` with the old run as
-    ``parent_directory`` and 1.5 times ``max_seconds`` (matching the 1.5 times walltime asked
-    for). After a kill, relaxations restart from the last structure printed and single points
-    rerun from scratch.
-    """
-
-    def __init__(self, max_corrections: int | None = None) -> None:
-        super().__init__(
-            files=(OUTPUT,),
-            markers=re.compile(r"Maximum CPU time exceeded"),
-            max_corrections=max_corrections,
-        )
-
-    def correct(
-        self, directory: Path, parameters: Mapping[str, Any], atoms: Atoms
-    ) -> Correction:
-        directory = Path(directory)
-        text = read_text(directory / OUTPUT)
-        record = read_parameters_record(directory) or {}
-        calculation = record.get("calculation", "static")
-        if "Maximum CPU time exceeded" in text:
-            control: dict[str, Any] = {"restart_mode": "restart"}
-            seconds = _current(parameters, "control", "max_seconds", None)
-            if seconds is not None:
-                control["max_seconds"] = round(1.5 * float(seconds), 3)
-            return self.base_correction(
-                directory,
-                "continue with restart_mode='restart' from this run's restart files"
-                + (f", max_seconds {control['max_seconds']}" if seconds is not None else ""),
-                parameter_updates={
-                    "control": control,
-                    "parent_directory": str(directory.resolve()),
-                },
-            )
-        updates = {"control": {"restart_mode": None}, "parent_directory": None}
-        if calculation in {"relax", "vc-relax"}:
-            structure = _last_structure(directory)
-            if structure is not None:
-                structure.set_constraint([c.copy() for c in atoms.constraints])
-                return self.base_correction(
-                    directory,
-                    "restart the relaxation from the last structure",
-                    parameter_updates=updates,
-                    restart_structure=structure,
-                )
-        if calculation in {"nscf", "bands"}:
-            updates.pop("parent_directory")
-        return self.base_correction(directory, "rerun from scratch", parameter_updates=updates)

@@ -164,6 +164,11 @@ class ErrorHandler(ABC):
         is the first to recognise a failure (e.g. :class:`~matdx.codes.errors.SCFError`).
     default_max_corrections : int
         Budget when none is given to the constructor.
+    checks_finished_runs : bool
+        True for an after-the-run check (custodian's validators and their equivalents): it is
+        consulted also when the program finished and its result says converged, so a run whose
+        settings are wrong for what it found (fixed occupations on a metal, too coarse a k-mesh,
+        forces above the threshold) is corrected and rerun, not accepted.
 
     Parameters
     ----------
@@ -175,6 +180,7 @@ class ErrorHandler(ABC):
     kind: ClassVar[Kind]
     error_class: ClassVar[type[CalculationFailed]] = CalculationFailed
     default_max_corrections: ClassVar[int] = 3
+    checks_finished_runs: ClassVar[bool] = False
 
     def __init__(self, max_corrections: int | None = None) -> None:
         budget = self.default_max_corrections if max_corrections is None else max_corrections

@@ -345,9 +345,20 @@ class LammpsTemplate(Template):
     install_hint = "apt-get install lammps lammps-data"
 
     def default_handlers(self) -> tuple[ErrorHandler, ...]:
+        from matdx.codes.lammps_handlers import (
+            LammpsBondAtomsMissing,
+            LammpsNeighborOverflow,
+            LammpsNonFiniteThermo,
+            LammpsOutOfRange,
+        )
+
         return (
             OutOfMemory((LOG, OUTPUT, ERROR)),
             LammpsLostAtoms(),
+            LammpsOutOfRange(),
+            LammpsBondAtomsMissing(),
+            LammpsNeighborOverflow(),
+            LammpsNonFiniteThermo(),
             LammpsMinimization(),
             LammpsInterrupted(),
         )
@@ -764,7 +775,9 @@ class LammpsTemplate(Template):
 
 
 class LammpsLostAtoms(ErrorHandler):
-    """``ERROR: Lost atoms`` / ``Out of range atoms``: atoms moved too far in one step.
+    """``ERROR: Lost atoms``: atoms moved too far in one step (out-of-range atoms, missing
+    bond atoms, non-finite thermodynamics and neighbour-list overflow are handled in
+    :mod:`matdx.codes.lammps_handlers`).
 
     In MD the integration is unstable: halve the timestep (down to 0.1 fs). In a minimisation
     the potential or the starting structure is unphysical: no parameter fixes that.
@@ -773,7 +786,7 @@ class LammpsLostAtoms(ErrorHandler):
     name = "lost_atoms"
     kind: ClassVar[Kind] = "numerical"
     default_max_corrections = 3
-    _pattern = re.compile(r"ERROR.*(Lost atoms|Out of range atoms)")
+    _pattern = re.compile(r"ERROR.*Lost atoms")
 
     def detect(self, directory: Path) -> bool:
         return self._pattern.search(read_text(Path(directory) / LOG)) is not None

@@ -59,7 +59,12 @@ from matdx.codes.base import (
     refusing_unsafe_values,
     write_parameters_record,
 )
-from matdx.codes.custodian_handlers import CustodianHandler, Diagnosis, Translation
+from matdx.codes.custodian_handlers import (
+    CustodianHandler,
+    CustodianValidator,
+    Diagnosis,
+    Translation,
+)
 from matdx.codes.errors import InputError, Kind, NoCorrection, ReadError, SCFError
 from matdx.codes.execution import Profile
 from matdx.codes.handlers import (
@@ -80,6 +85,8 @@ __all__ = [
     "VaspMaxForce",
     "VaspTemplate",
     "custodian_handlers",
+    "custodian_validators",
+    "finished_outcar",
     "read_incar",
     "read_oszicar",
 ]
@@ -215,6 +222,7 @@ class VaspTemplate(Template):
             *custodian_handlers(),
             VaspMaxForce(),
             VaspInterrupted(),
+            *custodian_validators(),
         )
 
     def write_input(
@@ -493,9 +501,33 @@ def custodian_handlers() -> tuple[CustodianHandler, ...]:
              error_class=SCFError),
         wrap(cv.PotimErrorHandler, "PotimErrorHandler", "numerical"),
         wrap(cv.PositiveEnergyErrorHandler, "PositiveEnergyErrorHandler", "numerical"),
-        wrap(cv.IncorrectSmearingHandler, "IncorrectSmearingHandler", "input"),
-        wrap(cv.KspacingMetalHandler, "KspacingMetalHandler", "input"),
-        wrap(cv.LargeSigmaHandler, "LargeSigmaHandler", "input"),
+        wrap(cv.IncorrectSmearingHandler, "IncorrectSmearingHandler", "input",
+             checks_finished_runs=True),
+        wrap(cv.KspacingMetalHandler, "KspacingMetalHandler", "input",
+             checks_finished_runs=True),
+        wrap(cv.LargeSigmaHandler, "LargeSigmaHandler", "input", checks_finished_runs=True),
+    )
+
+
+def finished_outcar(directory: Path) -> bool:
+    """Whether VASP wrote its closing timing summary into ``OUTCAR``."""
+    return "General timing and accounting" in read_text(Path(directory) / "OUTCAR")
+
+
+def custodian_validators() -> tuple[CustodianValidator, ...]:
+    """Custodian's VASP validators: after-the-run checks that a finished run's outputs are
+    whole (a torn ``vasprun.xml`` or missing ``CONTCAR``/``OSZICAR`` is refused)."""
+    from custodian.vasp import validators as cv
+
+    def wrap(make: Any, name: str, kind: Kind, *requires: str) -> CustodianValidator:
+        return CustodianValidator(make, f"custodian.{name}", kind, finished_outcar, requires)
+
+    return (
+        wrap(cv.VaspFilesValidator, "VaspFilesValidator", "infrastructure"),
+        wrap(lambda: cv.VasprunXMLValidator(STDOUT, STDERR), "VasprunXMLValidator",
+             "infrastructure"),
+        wrap(cv.VaspNpTMDValidator, "VaspNpTMDValidator", "program", "INCAR"),
+        wrap(cv.VaspAECCARValidator, "VaspAECCARValidator", "numerical", "AECCAR0", "AECCAR2"),
     )
 
 
@@ -524,6 +556,7 @@ class VaspMaxForce(ErrorHandler):
     name = "max_force"
     kind: ClassVar[Kind] = "numerical"
     default_max_corrections = 3
+    checks_finished_runs = True
 
     def __init__(self, max_force: float = 0.25, max_corrections: int | None = None) -> None:
         super().__init__(max_corrections)

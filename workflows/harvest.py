@@ -374,7 +374,7 @@ def _prepare(
         The artifact store could not be written: the result stays for the next tick.
     """
     if not os.path.lexists(run_dir / RESULT_FILE):
-        result = _failure(job_id, attempt, "science", "WorkerDied", farm_status or "",
+        result = _failure(job_id, attempt, "program", "WorkerDied", farm_status or "",
                           f"worker process died: {farm_status}")
         return _Prepared(job_id, attempt, run_dir, result, [], None)
     try:
@@ -500,7 +500,7 @@ def _harvest_chunk(
             result = {**result, "status": "failed", "output": None, "response": None,
                       "error": {"type": type(error).__name__, "message": str(error),
                                 "last_line": f"harvest: {type(error).__name__}: {error}",
-                                "kind": "science", "correction": None}}
+                                "kind": "program", "correction": None}}
             results[job_id] = result
             references = []
             try:
@@ -568,7 +568,7 @@ def _harvest_chunk(
                 }
             )
         else:
-            spends_retry = (error or {}).get("kind", "science") != "infrastructure" and not (
+            spends_retry = (error or {}).get("kind", "program") != "infrastructure" and not (
                 error or {}
             ).get("correction")
             errored.append(

@@ -39,7 +39,7 @@ class JobError(BaseModel):
     traceback: str = Field(default="", max_length=_TEXT)
     last_line: str = Field(default="", max_length=10_000)
     # The failure kind (matdx.workflows.failures names them); "infrastructure" spends no retry.
-    kind: str = Field(default="science", max_length=40, pattern=r"^[a-z_]+$")
+    kind: str = Field(default="program", max_length=40, pattern=r"^[a-z_]+$")
     correction: dict[str, Any] | None = None
 
 

@@ -190,7 +190,7 @@ def _describe(error: Exception) -> dict[str, Any]:
         "message": str(error),
         "traceback": "".join(lines),
         "last_line": lines[-1].strip() if lines else repr(error),
-        "kind": getattr(error, "kind", "science"),
+        "kind": getattr(error, "kind", "program"),
         "correction": correction,
     }
 

@@ -9,7 +9,7 @@ import pytest
 from ase.build import bulk
 
 from matdx.codes.base import run_calculation
-from matdx.codes.errors import SCFError
+from matdx.codes.errors import CalculationFailed, SCFError
 from matdx.codes.espresso import EspressoTemplate
 from tests.codes.helpers import FIXTURES, profile_for, require
 from tests.conftest import matdx_cli
@@ -58,3 +58,24 @@ def test_bad_code_and_directory_are_refused(tmp_path):
     assert done.returncode == 2 and "--code" in done.stderr
     done = matdx_cli("diagnose", str(tmp_path / "missing"), "--code", "vasp")
     assert done.returncode == 2 and "DIR" in done.stderr
+
+
+@pytest.mark.programs
+@pytest.mark.slow
+def test_a_finished_pw_x_run_that_an_after_the_run_check_refuses(tmp_path):
+    """Two Al atoms with fixed occupations: pw.x finishes, the bands overlap (a metal)."""
+    require("pw.x")
+    template = EspressoTemplate()
+    with pytest.raises(CalculationFailed):
+        run_calculation(template, profile_for(template), tmp_path / "run",
+                        bulk("Al", "fcc", a=4.05).repeat((2, 1, 1)),
+                        {"system": {"ecutwfc": 15.0}, "kpoints": {"density": 3.0}}, "static")
+    done = matdx_cli("diagnose", str(tmp_path / "run"), "--code", "espresso", "--format",
+                     "json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["completed"] is True and report["results"]["converged"] is True
+    assert [(e["name"], e["kind"]) for e in report["errors"]] == [
+        ("fixed_occupations_metal", "input")]
+    assert report["correction"]["errors"] == ["metal_with_fixed_occupations"]
+    assert report["correction"]["parameter_updates"]["system"]["occupations"] == "smearing"

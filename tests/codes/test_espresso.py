@@ -28,13 +28,13 @@ from matdx.codes.errors import (
 )
 from matdx.codes.espresso import (
     DEFAULT_PSEUDO_DIR,
-    EspressoDiagonalization,
     EspressoTemplate,
     kpoint_grid,
     parse_pw_output,
     read_upf,
     select_pseudopotentials,
 )
+from matdx.codes.espresso_handlers import EspressoDiagonalization
 from matdx.codes.execution import read_execution
 from matdx.codes.results import file_sha256
 from tests.codes.helpers import handlers_firing, profile_for, require
@@ -448,7 +448,8 @@ def test_s_matrix_failure_of_overlapping_atoms_has_no_parameter_fix(template, fa
     # the same failure for a structure whose atoms do not overlap: conjugate gradients
     sane = Atoms("Fe3", positions=[[0, 0, 0], [2.0, 0, 0], [0, 2.0, 0]], cell=[6, 6, 6], pbc=True)
     correction = handler.correct(directory, parameters, sane)
-    assert correction.parameter_updates == {"electrons": {"diagonalization": "cg"}}
+    assert correction.parameter_updates == {"electrons": {"diagonalization": "ppcg"}}
+    assert correction.errors == ("s_matrix_not_positive_definite",)
     with pytest.raises(NoCorrection, match="cg"):
         handler.correct(directory, {"electrons": {"diagonalization": "cg"}}, sane)
 

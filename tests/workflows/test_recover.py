@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import get_args
 
 import pytest
+from sqlalchemy import select
 
 from matdx.codes.errors import KINDS as CODE_KINDS
 from matdx.codes.errors import Kind
-from matdx.store.models import JobState
+from matdx.store.models import Attempt, JobState
 from matdx.workflows import Flow
 from matdx.workflows.failures import BUDGETS, KINDS, FailureKind, kind_of
 from tests.workflows import jobs
@@ -62,3 +63,14 @@ def test_corrections_stop_at_their_kinds_budget_and_are_recorded(client, kind):
     assert first["handler"] == f"{kind}_fixer" and first["errors"] == [f"{kind}_error"]
     assert first["actions"] == [{"dict": "INPUT", "action": {"_set": {"step": 1}}}]
     assert corrections[-1]["inputs_update"] == {"kwargs": {"step": budget}}
+
+
+def test_a_plain_exception_is_recorded_as_a_program_crash(client):
+    """The job runner writes the proper kind, never the old "science"."""
+    failing = jobs.fail("no handler explains this")
+    cid = client.submit(campaign(Flow([failing])))
+    client.run(cid, poll_s=0.1, timeout_s=60)
+    assert client.show(failing.id)["state"] == JobState.FAILED
+    with client.store.transaction() as session:
+        attempts = session.scalars(select(Attempt).where(Attempt.job_id == failing.id)).all()
+    assert attempts and {a.error["kind"] for a in attempts} == {"program"}
