@@ -63,6 +63,7 @@ def _stresses(elastic) -> list[dict]:
     pytest.param("lammps", {"pair_style": "eam/alloy",
                             "pair_coeff": ["* * Cu_mishin1.eam.alloy Cu"]},
                  marks=pytest.mark.programs),
+    pytest.param("chgnet", {}, marks=pytest.mark.slow),  # the mlip extra, installed in CI
 ])
 def test_eos_elastic_and_phonon_numbers_come_back_from_the_store(client, code, parameters,
                                                                  tmp_path):
@@ -73,7 +74,7 @@ def test_eos_elastic_and_phonon_numbers_come_back_from_the_store(client, code, p
         {"recipe": "eos", **study}, {"recipe": "elastic", **study},
         {"recipe": "phonon", **study, "settings": {"mesh": [8, 8, 8]}},
     ]})
-    expected_potential = None if code == "emt" else "eam/alloy: Cu_mishin1.eam.alloy"
+    expected_potential = "eam/alloy: Cu_mishin1.eam.alloy" if code == "lammps" else None
     for record in stored.values():
         assert record.method.code == code
         assert record.method.potential == expected_potential
@@ -86,7 +87,9 @@ def test_eos_elastic_and_phonon_numbers_come_back_from_the_store(client, code, p
 
     elastic = stored["elastic"].elastic
     again = fit_elastic.original(_stresses(elastic), bulk("Cu"))
-    np.testing.assert_allclose(again["C_GPa"], elastic.C_GPa, atol=1e-9)
+    # CHGNet computes in single precision: its stored stresses carry 7 digits
+    scale = 1e-9 if code != "chgnet" else 1e-7 * float(np.abs(elastic.C_GPa).max())
+    np.testing.assert_allclose(again["C_GPa"], elastic.C_GPa, atol=scale)
     assert stored["elastic"].results.properties["C11_GPa"] == pytest.approx(
         elastic.C_GPa[0][0], abs=1e-9)
 
@@ -143,3 +146,4 @@ def test_band_gap_comes_back_from_the_stored_eigenvalues(client, tmp_path):
     assert 0.3 < gap.gap < 1.0  # Si, PBE: 0.6 eV
     assert len(bands.special_points) >= 3  # the fcc path's labelled points
     plotted(client, stored, tmp_path)
+
