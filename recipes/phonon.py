@@ -7,6 +7,14 @@ force constants with phonopy, computes frequencies (THz) along the high-symmetry
 phonopy chooses with seekpath and on a q-point mesh, the phonon DOS, and flags the structure
 dynamically stable when no frequency lies below ``−imaginary_tolerance_THz`` (phonopy reports
 imaginary frequencies as negative numbers).
+
+Semiconductors and insulators need fixed occupations (Quantum ESPRESSO:
+``parameters: {system: {occupations: fixed}}``). The protocols smear occupations for metals
+(Marzari–Vanderbilt, 0.01 Ry); in Si that leaves the valence-band top partly empty, a
+displacement splits those states, and their occupations respond nonlinearly: the Γ optical
+mode comes out 3–4 % soft, and differently so in a 2×2×2 supercell (14.76 THz) and a 2-atom
+frozen phonon (14.91 THz) that sample the same k-points on the same FFT grid per cell. With
+fixed occupations the two agree (tests/recipes/test_phonon_kpoints.py).
 """
 
 from __future__ import annotations
@@ -52,8 +60,7 @@ def supercell_kpoints(code: str, protocol: str, parameters: dict[str, Any] | Non
     multiple of the supercell's multiples, divided by them. The supercell then samples exactly
     the unit cell's k-points, so that a Γ-point frequency equals a frozen-phonon calculation
     in the unit cell with that grid (a grid chosen from the density for the supercell itself
-    need not be: Si, 8³ for the primitive cell and 3³ for its 2×2×2 supercell put the Γ
-    optical mode 1.2 % low).
+    need not be commensurate with it).
 
     Non-diagonal supercells, shifted grids and codes without k-points keep the grid that
     :func:`matdx.recipes.calculation.fixed_kpoints` gives the perfect supercell.

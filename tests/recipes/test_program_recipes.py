@@ -101,20 +101,6 @@ def test_elastic_constants_of_copper_with_emt_and_lammps(client):
         np.testing.assert_allclose(c["C_GPa"], np.asarray(c["C_GPa"]).T, atol=1e-9)
 
 
-@pytest.mark.slow
-def test_silicon_phonons_with_pw_have_no_imaginary_modes(client):
-    campaign_id = run(client, {
-        "name": "si-phonon", "recipe": "phonon", "code": "espresso", "protocol": "fast",
-        "structures": [{"bulk": ["Si"]}],
-        "settings": {"mesh": [8, 8, 8]},
-    }, timeout=1800)
-    [result] = client.results(campaign_id)
-    phonon = decode(result["output"])
-    assert phonon["min_frequency_THz"] > -0.1
-    assert phonon["dynamically_stable"]
-    assert 13.0 < phonon["max_frequency_THz"] < 17.0  # Si optical modes: 15.5 THz measured
-
-
 def test_lammps_md_of_4000_copper_atoms_is_analysed(client):
     """The example campaign: 4000 Cu atoms (EAM), 1000 steps of NVT, then g(r) and MSD."""
     campaign_id = client.submit(EXAMPLES / "cu-lammps-md.yaml")
