@@ -11,6 +11,7 @@ and :func:`count_records`.
     python benchmarks/store.py                       # 100,000 records, both backends
     python benchmarks/store.py --records 1000000     # the 1M opt-in run (~15 min per backend)
     python benchmarks/store.py --backends sqlite --records 20000
+    python benchmarks/store.py --rls                 # row-level security: role vs table owner
 
 PostgreSQL runs in a throwaway server started from the installed binaries with its default
 durability (fsync on); SQLite runs in WAL mode with synchronous=NORMAL, as matdx uses them.
@@ -236,6 +237,52 @@ def bench(backend: str, n: int, seed: int, directory: Path) -> dict[str, Any]:
             server.stop()
 
 
+def bench_row_security(n: int, seed: int, directory: Path) -> list[tuple[str, float, float]]:
+    """Row-level security (migration 0006): the same queries on PostgreSQL as the person's
+    own role (``ada``, member of project ``alloys``, row-level security on) and as the
+    table owner (not subject to it), with the same application-side access filter.
+    Returns (query, owner ms, role ms) for the first page of 100."""
+    from sqlalchemy import make_url
+
+    from matdx.store.pgserver import TemporaryPostgres
+    from matdx.store.roles import add_member, add_user
+    from matdx.store.store import Store
+
+    server = TemporaryPostgres(durable=True).start()
+    try:
+        url = server.create_database("bench")
+        owner = Store(directory, url)
+        print(f"postgresql (row-level security): inserting {n:,} records", file=sys.stderr)
+        bulk_insert(owner, n, seed)
+        analyze(owner)
+        add_user(owner.engine, "ada")
+        add_member(owner.engine, "alloys", "ada")
+        ada = Store(directory, make_url(url).set(username="ada").render_as_string(False))
+        as_owner, as_ada = run_queries(owner), run_queries(ada)
+        owner.dispose()
+        ada.dispose()
+    finally:
+        server.stop()
+    for (label, _, _, owner_matches), (_, _, _, ada_matches) in zip(as_owner, as_ada, strict=True):
+        if owner_matches != ada_matches:  # the same application filter: the same records
+            raise RuntimeError(f"{label}: {owner_matches} matches as owner, {ada_matches} as ada")
+    return [(o[0], o[1], a[1]) for o, a in zip(as_owner, as_ada, strict=True)]
+
+
+def report_row_security(rows: list[tuple[str, float, float]], n: int) -> str:
+    lines = [
+        f"row-level security, {n:,} records, first page of 100 (median of {REPEATS}):",
+        "| query | table owner | role ada (RLS) | ratio |",
+        "|---|---:|---:|---:|",
+    ]
+    for label, owner_ms, role_ms in rows:
+        ratio = role_ms / owner_ms
+        lines.append(f"| {label} | {owner_ms:.1f} ms | {role_ms:.1f} ms | {ratio:.2f} |")
+    worst = max(role_ms / owner_ms for _, owner_ms, role_ms in rows)
+    lines.append(f"worst ratio {worst:.2f} (target within 1.5)")
+    return "\n".join(lines)
+
+
 def report(results: list[dict[str, Any]]) -> str:
     lines = [
         "| backend | records | bulk insert | records/s | ANALYZE |",
@@ -265,7 +312,16 @@ def main() -> None:
     parser.add_argument("--backends", nargs="+", default=["sqlite", "postgresql"],
                         choices=["sqlite", "postgresql"])  # fmt: skip
     parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--rls", action="store_true",
+                        help="PostgreSQL only: the queries as a user role (row-level security) "
+                        "and as the table owner")  # fmt: skip
     args = parser.parse_args()
+    if args.rls:
+        with tempfile.TemporaryDirectory(prefix="matdx-bench-rls-") as directory:
+            rows = bench_row_security(args.records, args.seed, Path(directory))
+        print(report_row_security(rows, args.records))
+        print(f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+        return
     results = []
     for backend in args.backends:
         with tempfile.TemporaryDirectory(prefix=f"matdx-bench-{backend}-") as directory:

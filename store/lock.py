@@ -1,8 +1,13 @@
-"""Locks: the tick lock (one tick per store at a time) and claiming rows for work.
+"""Locks: the tick lock and claiming rows for work.
 
-SQLite stores take an ``flock`` on ``tick.lock`` beside the database; PostgreSQL stores take a
-session-level advisory lock on a dedicated connection. Both are released by the operating
-system or the server when the holder dies, so a killed tick never leaves a stale lock.
+SQLite stores (one account's) take an ``flock`` on ``tick.lock`` beside the database: one tick
+per store at a time. PostgreSQL stores take session-level advisory locks on a dedicated
+connection: a person's tick, which row-level security limits to that person's campaigns,
+holds the owner's key (:func:`owner_lock_key`) exclusively and the store's key
+(:data:`TICK_LOCK_KEY`) shared, so two owners' ticks run side by side and two ticks of one
+owner do not; a tick of the store's owner (which sees every campaign) holds the store's key
+exclusively. Both kinds are released by the operating system or the server when the holder
+dies, so a killed tick never leaves a stale lock.
 """
 
 from __future__ import annotations
@@ -17,10 +22,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import Engine, Select, text
+from sqlalchemy import Connection, Engine, Select, text
 from sqlalchemy.orm import Session
 
-__all__ = ["TICK_LOCK_KEY", "StoreBusy", "advisory_lock", "claim_rows", "file_lock"]
+__all__ = [
+    "TICK_LOCK_KEY",
+    "StoreBusy",
+    "advisory_lock",
+    "claim_rows",
+    "file_lock",
+    "owner_lock_key",
+]
 
 # The advisory-lock key of the tick: a fixed 63-bit number derived from a name. Advisory locks
 # are per database, so one key serves every store on a server.
@@ -28,6 +40,11 @@ TICK_LOCK_KEY = int.from_bytes(hashlib.sha256(b"matdx.tick").digest()[:8], "big"
 POLL_S = 0.05
 
 SelectT = TypeVar("SelectT", bound=Select)
+
+
+def owner_lock_key(owner: str) -> int:
+    """The 63-bit advisory-lock key of the ticks of one owner (a database role)."""
+    return int.from_bytes(hashlib.sha256(f"matdx.tick:{owner}".encode()).digest()[:8], "big") >> 1
 
 
 class StoreBusy(RuntimeError):
@@ -79,7 +96,12 @@ def file_lock(path: str | Path, wait_s: float = 0.0, poll_s: float = POLL_S) -> 
 
 @contextmanager
 def advisory_lock(
-    engine: Engine, key: int = TICK_LOCK_KEY, wait_s: float = 0.0, poll_s: float = POLL_S
+    engine: Engine,
+    key: int = TICK_LOCK_KEY,
+    wait_s: float = 0.0,
+    poll_s: float = POLL_S,
+    *,
+    shared_key: int | None = None,
 ) -> Iterator[None]:
     """Hold a PostgreSQL session-level advisory lock for the duration of the block.
 
@@ -94,7 +116,10 @@ def advisory_lock(
     engine
         A PostgreSQL engine.
     key
-        The 64-bit lock key.
+        The 64-bit lock key, held exclusively.
+    shared_key
+        A key held in shared mode first (the store's key under an owner's key), so that an
+        exclusive holder of it excludes this lock and other shared holders do not.
     wait_s
         How long to wait for the lock, in seconds, before raising.
 
@@ -110,30 +135,42 @@ def advisory_lock(
             {"name": f"matdx tick {_holder_text()}"[:63]},
         )
         deadline = time.monotonic() + wait_s
-        while not connection.execute(
-            text("SELECT pg_try_advisory_lock(:key)"), {"key": key}
-        ).scalar():
-            if time.monotonic() >= deadline:
-                holder = connection.execute(
-                    text(
-                        "SELECT a.application_name FROM pg_locks l "
-                        "JOIN pg_stat_activity a ON a.pid = l.pid "
-                        "WHERE l.locktype = 'advisory' AND l.granted "
-                        "AND l.database = (SELECT oid FROM pg_database "
-                        "WHERE datname = current_database()) "
-                        "AND (l.classid::bigint << 32 | l.objid::bigint) = :key"
-                    ),
-                    {"key": key},
-                ).scalar()
-                who = holder.removeprefix("matdx tick ") if holder else "another session"
-                raise StoreBusy(f"another tick ({who}) is working on this store")
-            time.sleep(poll_s)
+        wanted = [("pg_try_advisory_lock_shared", shared_key)] if shared_key is not None else []
+        wanted.append(("pg_try_advisory_lock", key))
+        held: list[tuple[str, int]] = []
         try:
+            for function, wanted_key in wanted:
+                _acquire(connection, function, wanted_key, deadline, poll_s)
+                held.append((function, wanted_key))
             yield
         finally:
-            connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+            for function, held_key in reversed(held):
+                unlock = function.replace("pg_try_advisory_lock", "pg_advisory_unlock")
+                connection.execute(text(f"SELECT {unlock}(:key)"), {"key": held_key})
     finally:
         connection.close()
+
+
+def _acquire(
+    connection: Connection, function: str, key: int, deadline: float, poll_s: float
+) -> None:
+    """Take one advisory lock (``function``: the try-lock to call), polling until ``deadline``."""
+    while not connection.execute(text(f"SELECT {function}(:key)"), {"key": key}).scalar():
+        if time.monotonic() >= deadline:
+            holder = connection.execute(
+                text(
+                    "SELECT a.application_name FROM pg_locks l "
+                    "JOIN pg_stat_activity a ON a.pid = l.pid "
+                    "WHERE l.locktype = 'advisory' AND l.granted "
+                    "AND l.database = (SELECT oid FROM pg_database "
+                    "WHERE datname = current_database()) "
+                    "AND (l.classid::bigint << 32 | l.objid::bigint) = :key"
+                ),
+                {"key": key},
+            ).scalar()
+            who = holder.removeprefix("matdx tick ") if holder else "another session"
+            raise StoreBusy(f"another tick ({who}) is working on this store")
+        time.sleep(poll_s)
 
 
 def claim_rows(statement: SelectT, session: Session, *, of: object | None = None) -> SelectT:

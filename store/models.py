@@ -48,6 +48,7 @@ __all__ = [
     "RecordProperty",
     "RecordTag",
     "Workflow",
+    "WriteEntry",
     "utcnow",
 ]
 
@@ -223,6 +224,8 @@ class Batch(Base):
     created_at: Mapped[timestamp]
     started_at: Mapped[optional_timestamp]
     ended_at: Mapped[optional_timestamp]
+    # The database role that created the batch (PostgreSQL fills it; a tick sees its own).
+    owner: Mapped[str | None] = mapped_column(String(100))
 
 
 class Record(Base):
@@ -364,6 +367,29 @@ class AuditEntry(Base):
     before: Mapped[dict[str, Any]]
     after: Mapped[dict[str, Any]]
     reason: Mapped[str] = mapped_column(Text, default="")
+    # The authenticated database role that wrote the entry, set by a trigger on PostgreSQL
+    # (migration 0006), whatever the writer claims in ``actor``; None on SQLite.
+    db_role: Mapped[str | None] = mapped_column(String(100))
+
+
+class WriteEntry(Base):
+    """The database's own trail (PostgreSQL triggers, migration 0006): every insert,
+    governance change and deletion of a record or campaign, with the authenticated role
+    that made it. Written only by the database; empty on SQLite (one account's store)."""
+
+    __tablename__ = "write_log"
+    __table_args__ = (Index("ix_write_log_row", "table_name", "row_id"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    at: Mapped[timestamp]
+    db_role: Mapped[str] = mapped_column(String(100))
+    operation: Mapped[str] = mapped_column(String(10))  # INSERT | UPDATE | DELETE
+    table_name: Mapped[str] = mapped_column(String(40))
+    row_id: Mapped[str] = mapped_column(String(36))
+    before: Mapped[dict[str, Any]]  # governance before ({} for an insert)
+    after: Mapped[dict[str, Any]]  # governance after ({} for a deletion)
 
 
 class ProvenanceEdge(Base):

@@ -6,15 +6,17 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
 from matdx.store import indexing
 from matdx.store import tokens as _tokens  # noqa: F401 (its table is part of every store)
 from matdx.store.artifacts import ArtifactStore
 from matdx.store.database import create_store_engine, normalize_url, safe_url, sqlite_path
-from matdx.store.identity import check_store_file
-from matdx.store.lock import advisory_lock, file_lock
+from matdx.store.identity import check_store_file, connected_role
+from matdx.store.lock import TICK_LOCK_KEY, advisory_lock, file_lock, owner_lock_key
 from matdx.store.migrate import HEAD_REVISION, current_revision, upgrade
 
 __all__ = ["STORE_URL_VARIABLE", "Store", "store_url"]
@@ -61,6 +63,10 @@ class Store:
         self.artifacts = ArtifactStore(self.home / "objects")
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         indexing.install(self._sessions)  # every record insert is validated and indexed
+        # PostgreSQL: the owner whose campaigns a running tick narrows its view to.
+        self._tick_scope = ""
+        if self.backend == "postgresql":
+            event.listen(self.engine, "checkout", self._apply_tick_scope)
         self._migrate()
 
     @property
@@ -86,17 +92,43 @@ class Store:
         with self._sessions() as session, session.begin():
             yield session
 
-    @contextmanager
-    def tick_lock(self, wait_s: float = 0.0) -> Iterator[None]:
-        """Hold the store's tick lock; raises :class:`~matdx.store.lock.StoreBusy`.
+    def _apply_tick_scope(self, dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        """Set ``matdx.tick_owner`` on a pooled connection when it differs from the scope."""
+        if record.info.get("matdx.tick_owner", "") == self._tick_scope:
+            return
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SELECT set_config('matdx.tick_owner', %s, false)", (self._tick_scope,))
+        dbapi_connection.commit()
+        record.info["matdx.tick_owner"] = self._tick_scope
 
-        SQLite: an ``flock`` on ``home/tick.lock``. PostgreSQL: an advisory lock held on a
-        dedicated connection, so that ticks on different machines sharing the database
-        exclude each other.
+    @contextmanager
+    def tick_lock(self, wait_s: float = 0.0, *, own_campaigns: bool = False) -> Iterator[None]:
+        """Hold the tick lock; raises :class:`~matdx.store.lock.StoreBusy`.
+
+        SQLite: an ``flock`` on ``home/tick.lock`` (one tick per store). PostgreSQL:
+        advisory locks held on a dedicated connection, so that ticks on different machines
+        sharing the database exclude each other. A person's role holds its owner key (two
+        owners' ticks run side by side) and, with ``own_campaigns`` (the tick), the store's
+        connections see only that owner's campaigns, jobs and batches meanwhile (the
+        ``matdx.tick_owner`` setting that the row-level security policies of migration 0006
+        honour; the policies themselves forbid writing others'); cancel and rerun by a
+        project member or an administrator leave it off. The store's owner ticks every
+        campaign under the store-wide key (:mod:`matdx.store.lock`).
         """
         if self.backend == "postgresql":
-            with advisory_lock(self.engine, wait_s=wait_s):
-                yield
+            role = connected_role(self.engine)
+            if role.sees_everything:
+                with advisory_lock(self.engine, TICK_LOCK_KEY, wait_s=wait_s):
+                    yield
+                return
+            with advisory_lock(
+                self.engine, owner_lock_key(role.name), wait_s=wait_s, shared_key=TICK_LOCK_KEY
+            ):
+                self._tick_scope = role.name if own_campaigns else ""
+                try:
+                    yield
+                finally:
+                    self._tick_scope = ""
         else:
             with file_lock(self.home / "tick.lock", wait_s=wait_s):
                 yield

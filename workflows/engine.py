@@ -111,7 +111,7 @@ def tick(
     """
     started = time.perf_counter()
     report = TickReport()
-    with store.tick_lock(wait_s=wait_s):
+    with store.tick_lock(wait_s=wait_s, own_campaigns=True):  # a person ticks their own
         resolved = executors_of(store, executors)
         report.harvest = harvest(store, resolved)
         report.recover = recover(store)

@@ -20,6 +20,7 @@ from matdx.cli.options import Campaign, Format, Home, OutputFormat
 from matdx.cli.plot import plot as plot_record
 from matdx.cli.records import register as register_record_commands
 from matdx.cli.tables import console, err_console
+from matdx.cli.users import register as register_user_commands
 
 app = typer.Typer(
     name="matdx",
@@ -34,6 +35,7 @@ hpc.register(app)  # matdx hpc check, matdx cron show, matdx report
 register_diagnose_command(app)  # matdx diagnose DIR --code CODE
 serve.register(app)  # matdx serve, matdx tokens create/list/revoke
 app.add_typer(fireworks_app, name="fireworks")  # matdx fireworks export
+register_user_commands(app)  # matdx users add/list, matdx projects add-member
 
 
 class UsageFailure(Exception):
