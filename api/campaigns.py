@@ -12,6 +12,7 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import ValidationError
 from sqlalchemy import select
 
+from matdx.api import progress
 from matdx.api.deps import RequesterDep, SessionDep, StoreDep
 from matdx.store.access import Purpose, Requester, access_filter, allowed
 from matdx.store.models import Campaign, Job, JobState
@@ -142,6 +143,39 @@ def campaign_results(
     """The final outputs of each workflow (as ``matdx results`` prints them)."""
     _visible(session, requester, campaign_id)
     return leaf_results(session, campaign_id)
+
+
+@router.get("/{campaign_id}/timeline")
+def campaign_timeline(
+    campaign_id: str, session: SessionDep, requester: RequesterDep
+) -> dict[str, Any]:
+    """Number of jobs pending, running, completed, failed and cancelled over time (Unix
+    times, s), rebuilt from the jobs' and attempts' timestamps."""
+    _visible(session, requester, campaign_id)
+    return progress.timeline(session, campaign_id)
+
+
+@router.get("/{campaign_id}/attempts")
+def campaign_failed_attempts(
+    campaign_id: str, session: SessionDep, requester: RequesterDep
+) -> list[dict[str, Any]]:
+    """Failed and lost attempts, latest first: reason, failure kind and the correction that
+    was applied before the next attempt."""
+    _visible(session, requester, campaign_id)
+    return progress.failed_attempts(session, campaign_id)
+
+
+@router.get("/{campaign_id}/allocation")
+def campaign_allocation(
+    campaign_id: str, store: StoreDep, requester: RequesterDep
+) -> dict[str, Any]:
+    """How the campaign's batches used their allocation: core-seconds allocated and busy,
+    utilisation, queue wait (s) per batch and in total, from the task farms' event logs."""
+    from matdx.workflows.allocation import campaign_usage
+
+    with store.transaction() as session:
+        _visible(session, requester, campaign_id)
+    return campaign_usage(store, campaign_id).as_dict()
 
 
 def _managed_jobs(store: Any, requester: Requester, campaign_id: str) -> list[str]:
