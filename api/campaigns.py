@@ -10,12 +10,12 @@ from typing import Any
 import yaml
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from matdx.api import progress
 from matdx.api.deps import RequesterDep, SessionDep, StoreDep
 from matdx.store.access import Purpose, Requester, access_filter, allowed
-from matdx.store.models import Campaign, Job, JobState
+from matdx.store.models import Campaign, Job, JobState, Workflow
 from matdx.store.queries import blocked_jobs, failures, leaf_results, state_counts
 
 __all__ = ["router"]
@@ -52,6 +52,9 @@ def _status(session: Any, campaign: Campaign) -> dict[str, Any]:
         "created_at": campaign.created_at.isoformat(),
         "counts": counts,
         "total": sum(counts.values()),
+        "workflows": session.scalar(
+            select(func.count()).where(Workflow.campaign_id == campaign.id)
+        ),
         "blocked": blocked,
         "done": active == 0 and counts.get(JobState.WAITING, 0) == blocked,
         "failures": [dataclasses.asdict(f) for f in failures(session, campaign.id)],
@@ -60,11 +63,16 @@ def _status(session: Any, campaign: Campaign) -> dict[str, Any]:
 
 @router.post("", status_code=201)
 async def submit_campaign(
-    request: Request, store: StoreDep, requester: RequesterDep
+    request: Request,
+    store: StoreDep,
+    requester: RequesterDep,
+    force: bool = False,
+    force_large: bool = False,
 ) -> dict[str, Any]:
     """Submit a campaign file (YAML or JSON body). It is validated exactly as ``matdx submit``
     validates a file; structures must be inline or built (files on the server are not read).
-    The campaign belongs to the token's user."""
+    The campaign belongs to the token's user. ``force``: run jobs even if identical results
+    exist; ``force_large``: accept the sizes ``matdx submit --force-large`` accepts."""
     from matdx.workflows.campaign import CampaignError, plan_campaign, read_campaign
     from matdx.workflows.structures import StructureError
     from matdx.workflows.submit import SubmitError, submit
@@ -80,11 +88,11 @@ async def submit_campaign(
     try:
         campaign = read_campaign(spec)
         with tempfile.TemporaryDirectory() as nowhere:  # relative paths resolve to nothing
-            graph = plan_campaign(campaign, nowhere)
+            graph = plan_campaign(campaign, nowhere, force_large=force_large)
         if graph.owner and graph.owner != user and not requester.admin:
             raise HTTPException(403, f"owner: {graph.owner!r} is not you ({user})")
         graph = dataclasses.replace(graph, owner=graph.owner or user)
-        campaign_id = submit(store, graph)
+        campaign_id = submit(store, graph, force=force)
     except (CampaignError, StructureError, SubmitError, ValidationError, ValueError) as bad:
         raise HTTPException(422, str(bad)) from bad
     with store.transaction() as session:
