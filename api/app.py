@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from matdx.api import campaigns, exports, optimade, records
+from matdx.api import campaigns, dashboard, exports, optimade, records
 from matdx.api.access_log import AccessLog
 from matdx.api.limits import BodyLimit, RateLimit
 from matdx.api.settings import ServiceSettings
@@ -99,6 +99,7 @@ def create_app(store: Store, settings: ServiceSettings | None = None) -> FastAPI
     app.include_router(campaigns.router)
     app.include_router(records.router)
     app.include_router(exports.router)
+    app.include_router(dashboard.router)
     # Outermost first in the request path: logs see every answer, limits refuse early.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RateLimit, per_minute=settings.rate_per_minute)

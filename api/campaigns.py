@@ -10,11 +10,12 @@ from typing import Any
 import yaml
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import func, select
 
+from matdx.api import progress
 from matdx.api.deps import RequesterDep, SessionDep, StoreDep
 from matdx.store.access import Purpose, Requester, access_filter, allowed
-from matdx.store.models import Campaign, Job, JobState
+from matdx.store.models import Campaign, Job, JobState, Workflow
 from matdx.store.queries import blocked_jobs, failures, leaf_results, state_counts
 
 __all__ = ["router"]
@@ -51,6 +52,9 @@ def _status(session: Any, campaign: Campaign) -> dict[str, Any]:
         "created_at": campaign.created_at.isoformat(),
         "counts": counts,
         "total": sum(counts.values()),
+        "workflows": session.scalar(
+            select(func.count()).where(Workflow.campaign_id == campaign.id)
+        ),
         "blocked": blocked,
         "done": active == 0 and counts.get(JobState.WAITING, 0) == blocked,
         "failures": [dataclasses.asdict(f) for f in failures(session, campaign.id)],
@@ -59,11 +63,16 @@ def _status(session: Any, campaign: Campaign) -> dict[str, Any]:
 
 @router.post("", status_code=201)
 async def submit_campaign(
-    request: Request, store: StoreDep, requester: RequesterDep
+    request: Request,
+    store: StoreDep,
+    requester: RequesterDep,
+    force: bool = False,
+    force_large: bool = False,
 ) -> dict[str, Any]:
     """Submit a campaign file (YAML or JSON body). It is validated exactly as ``matdx submit``
     validates a file; structures must be inline or built (files on the server are not read).
-    The campaign belongs to the token's user."""
+    The campaign belongs to the token's user. ``force``: run jobs even if identical results
+    exist; ``force_large``: accept the sizes ``matdx submit --force-large`` accepts."""
     from matdx.workflows.campaign import CampaignError, plan_campaign, read_campaign
     from matdx.workflows.structures import StructureError
     from matdx.workflows.submit import SubmitError, submit
@@ -79,11 +88,11 @@ async def submit_campaign(
     try:
         campaign = read_campaign(spec)
         with tempfile.TemporaryDirectory() as nowhere:  # relative paths resolve to nothing
-            graph = plan_campaign(campaign, nowhere)
+            graph = plan_campaign(campaign, nowhere, force_large=force_large)
         if graph.owner and graph.owner != user and not requester.admin:
             raise HTTPException(403, f"owner: {graph.owner!r} is not you ({user})")
         graph = dataclasses.replace(graph, owner=graph.owner or user)
-        campaign_id = submit(store, graph)
+        campaign_id = submit(store, graph, force=force)
     except (CampaignError, StructureError, SubmitError, ValidationError, ValueError) as bad:
         raise HTTPException(422, str(bad)) from bad
     with store.transaction() as session:
@@ -142,6 +151,39 @@ def campaign_results(
     """The final outputs of each workflow (as ``matdx results`` prints them)."""
     _visible(session, requester, campaign_id)
     return leaf_results(session, campaign_id)
+
+
+@router.get("/{campaign_id}/timeline")
+def campaign_timeline(
+    campaign_id: str, session: SessionDep, requester: RequesterDep
+) -> dict[str, Any]:
+    """Number of jobs pending, running, completed, failed and cancelled over time (Unix
+    times, s), rebuilt from the jobs' and attempts' timestamps."""
+    _visible(session, requester, campaign_id)
+    return progress.timeline(session, campaign_id)
+
+
+@router.get("/{campaign_id}/attempts")
+def campaign_failed_attempts(
+    campaign_id: str, session: SessionDep, requester: RequesterDep
+) -> list[dict[str, Any]]:
+    """Failed and lost attempts, latest first: reason, failure kind and the correction that
+    was applied before the next attempt."""
+    _visible(session, requester, campaign_id)
+    return progress.failed_attempts(session, campaign_id)
+
+
+@router.get("/{campaign_id}/allocation")
+def campaign_allocation(
+    campaign_id: str, store: StoreDep, requester: RequesterDep
+) -> dict[str, Any]:
+    """How the campaign's batches used their allocation: core-seconds allocated and busy,
+    utilisation, queue wait (s) per batch and in total, from the task farms' event logs."""
+    from matdx.workflows.allocation import campaign_usage
+
+    with store.transaction() as session:
+        _visible(session, requester, campaign_id)
+    return campaign_usage(store, campaign_id).as_dict()
 
 
 def _managed_jobs(store: Any, requester: Requester, campaign_id: str) -> list[str]:

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from matdx.api.settings import ServiceSettings
 from matdx.store.access import Requester
+from matdx.store.identity import SHARING, os_account
 from matdx.store.store import Store
 from matdx.store.tokens import TokenError, authenticate
 
@@ -63,15 +64,38 @@ def requester_of(request: Request) -> Requester:
             raise HTTPException(
                 401, str(refused), headers={"WWW-Authenticate": "Bearer"}
             ) from refused
+        _check_single_user(store, requester)
     request.state.requester = requester
     return requester
 
 
-def read_session(store: StoreDep) -> Iterator[Session]:
-    """A session in one transaction for the request (rolled back on error)."""
+RequesterDep = Annotated[Requester, Depends(requester_of)]
+
+
+def _check_single_user(store: Store, requester: Requester) -> None:
+    """A SQLite store is one OS account's: its service accepts only that account's tokens
+    (anonymous readers need none); serving several people needs PostgreSQL."""
+    if store.backend != "sqlite":
+        return
+    owner = os_account()
+    if requester.user != owner:
+        raise HTTPException(
+            401,
+            f"a token of {requester.user!r}: this SQLite store serves its OS account {owner!r} "
+            f"(and anonymous readers) only; {SHARING}",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+def read_session(store: StoreDep, requester: RequesterDep) -> Iterator[Session]:
+    """A session in one transaction for the request, as ``requester`` (rolled back on error).
+
+    Every route reads the store through this one transaction, so acting as the requester's
+    own database role for the transaction (``SET LOCAL ROLE`` on PostgreSQL, once the store
+    has a role per user) belongs here and nowhere else.
+    """
     with store.transaction() as session:
         yield session
 
 
-RequesterDep = Annotated[Requester, Depends(requester_of)]
 SessionDep = Annotated[Session, Depends(read_session)]

@@ -122,9 +122,10 @@ class SQLFilter(Transformer):
         LIKE is not, so there they use ``instr``/``substr``).
     """
 
-    def __init__(self, dialect: str) -> None:
+    def __init__(self, dialect: str, text: str = "") -> None:
         super().__init__()
         self.dialect = dialect
+        self.text = text
         self.warnings: list[str] = []
 
     # -- values --------------------------------------------------------------------------
@@ -144,8 +145,10 @@ class SQLFilter(Transformer):
     def signed_int(self, children: list) -> int:
         return int(children[0])
 
-    def bool(self, children: list) -> bool:
-        raise FilterNotSupported("boolean literals TRUE/FALSE are not supported yet")
+    @v_args(meta=True)
+    def bool(self, meta: Any, children: list) -> bool:
+        # optimade's grammar drops the TRUE/FALSE token itself: read it from the filter text
+        return self.text[meta.start_pos : meta.end_pos] == "TRUE"
 
     def constant(self, children: list) -> Any:
         return children[0]
@@ -436,7 +439,7 @@ def parse_filter(text: str, dialect: str) -> tuple[ColumnElement[bool], list[str
         raise FilterError(f"filter: {head}: {reason}" if reason else f"filter: {head}") from err
     except Exception as err:
         raise FilterError(f"filter: cannot parse {text!r}") from err
-    transformer = SQLFilter(dialect)
+    transformer = SQLFilter(dialect, text)
     try:
         condition = transformer.transform(tree)
     except VisitError as err:
@@ -458,7 +461,12 @@ def _standard_fields() -> frozenset[str]:
 def _parser() -> Any:
     global _PARSER
     if _PARSER is None:
+        from lark import Lark
         from optimade.filterparser import LarkParser
+        from optimade.filterparser.lark_parser import AVAILABLE_PARSERS
 
         _PARSER = LarkParser(version=(1, 2, 0))
+        # the same grammar, with positions kept so that TRUE and FALSE can be told apart
+        with open(AVAILABLE_PARSERS[(1, 2, 0)]["default"]) as grammar:
+            _PARSER.lark = Lark(grammar, maybe_placeholders=False, propagate_positions=True)
     return _PARSER

@@ -1,6 +1,7 @@
 """The application for ``uvicorn --factory matdx.api.service:app`` (several workers behind a
 reverse proxy): the store from ``$MATDX_HOME`` / ``$MATDX_STORE``, limits from
-``$MATDX_MAX_PAGE``, ``$MATDX_MAX_BODY``, ``$MATDX_RATE`` and ``$MATDX_BASE_URL``."""
+``$MATDX_MAX_PAGE``, ``$MATDX_MAX_BODY``, ``$MATDX_RATE`` and ``$MATDX_BASE_URL``; the
+dashboard's Chart.js from ``$MATDX_CHART_JS``."""
 
 from __future__ import annotations
 
@@ -33,5 +34,6 @@ def app() -> FastAPI:
         max_body_bytes=_integer("MATDX_MAX_BODY", defaults.max_body_bytes),
         rate_per_minute=_integer("MATDX_RATE", defaults.rate_per_minute),
         base_url=os.environ.get("MATDX_BASE_URL") or None,
+        chart_js=os.environ.get("MATDX_CHART_JS") or defaults.chart_js,
     )
     return create_app(Store(os.environ.get("MATDX_HOME") or "matdx-data"), settings)

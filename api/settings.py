@@ -24,6 +24,9 @@ class ServiceSettings:
     base_url
         The public URL of the service (behind a proxy), for OPTIMADE links; None: taken from
         each request.
+    chart_js
+        The Chart.js file the dashboard loads (UMD build); by default Debian's
+        ``libjs-chart.js``.
     """
 
     max_page: int = 1000
@@ -31,3 +34,4 @@ class ServiceSettings:
     max_body_bytes: int = 1 << 20
     rate_per_minute: int = 600
     base_url: str | None = None
+    chart_js: str = "/usr/share/javascript/chart.js/chart.min.js"

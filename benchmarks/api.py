@@ -3,8 +3,10 @@
 A script, not a test. It fills a store with synthetic records through the store's write path
 (:mod:`benchmarks.store`'s generator: random crystals of 1 to 4 elements, owners, access
 levels), starts ``matdx serve`` (uvicorn, one process) on it, and for each request type runs
-16 concurrent clients, each with its own HTTP connection and ada's token (user ada in group
-alloys), for a fixed time; it prints requests per second and the p50 / p99 latency.
+16 concurrent clients, each with its own HTTP connection and a token (on PostgreSQL ada's,
+in group alloys; on SQLite the OS account's, the one user such a store serves), for a fixed
+time; it prints requests per second, the p50 / p99 latency and the machine's load beside them
+(other work on the machine slows the service: quote the load with the numbers).
 
     python benchmarks/api.py                          # 100,000 records, SQLite
     python benchmarks/api.py --backend postgresql
@@ -47,8 +49,10 @@ def _free_port() -> int:
 
 
 def fill(directory: Path, url: str, n: int, seed: int) -> str:
-    """Insert ``n`` synthetic records; returns a token of ada (group alloys)."""
+    """Insert ``n`` synthetic records; returns a token of ada (group alloys) on PostgreSQL,
+    of the OS account on SQLite (whose service serves that account only)."""
     from matdx.store.access import Requester
+    from matdx.store.identity import os_account
     from matdx.store.store import Store
     from matdx.store.tokens import issue_token
     from store import analyze, bulk_insert  # benchmarks/store.py
@@ -56,8 +60,11 @@ def fill(directory: Path, url: str, n: int, seed: int) -> str:
     store = Store(directory, url)
     bulk_insert(store, n, seed)
     analyze(store)
+    who = Requester("ada", frozenset({"alloys"}))
+    if store.backend == "sqlite":
+        who = Requester(os_account())
     with store.transaction() as session:
-        token = issue_token(session, Requester("ada", frozenset({"alloys"})), name="bench")
+        token = issue_token(session, who, name="bench")
     store.dispose()
     return token.text
 
@@ -166,14 +173,22 @@ def main() -> None:
                     f"\nmatdx serve, {args.backend}, {args.records:,} records, "
                     f"{args.clients} concurrent clients, {args.seconds:.0f} s per request type"
                 )
-                print(f"{'request':<72} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+                print(
+                    f"{'request':<72} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}"
+                    f" {'load before/after (1 min)':>26}"
+                )
                 for label, (path, params) in REQUESTS.items():
                     load(base, path, params, token, 2, 2.0)  # warm-up
+                    before = os.getloadavg()[0]
                     result = load(base, path, params, token, args.clients, args.seconds)
+                    after = os.getloadavg()[0]
                     print(
                         f"{label:<72} {result['rate']:>8.1f} {result['p50_ms']:>8.1f} "
-                        f"{result['p99_ms']:>8.1f} {result['errors']:>7}"
+                        f"{result['p99_ms']:>8.1f} {result['errors']:>7} "
+                        f"{before:>12.1f} / {after:<11.1f}"
                     )
+                print(f"machine: {os.cpu_count()} cores; load averages now "
+                      f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} (1, 5, 15 min)")
             finally:
                 server.send_signal(signal.SIGTERM)
                 server.wait(timeout=60)

@@ -21,6 +21,7 @@ from matdx.cli.plot import plot as plot_record
 from matdx.cli.records import register as register_record_commands
 from matdx.cli.tables import console, err_console
 from matdx.cli.users import register as register_user_commands
+from matdx.remote import RemoteError, remote_client
 
 app = typer.Typer(
     name="matdx",
@@ -90,6 +91,14 @@ def submit(
 
     # before the store is opened: bad input writes nothing
     graph = load_campaign(file, force_large=force_large)
+    remote = remote_client()
+    if remote is not None:  # $MATDX_URL: the service validates again and writes
+        status = remote.submit_file(file, force=force, force_large=force_large)
+        console.print(
+            f"submitted campaign {status['name']} ({status['id']}): {status['total']} jobs in "
+            f"{status['workflows']} workflows"
+        )
+        return
     client = _client(home)
     who = client.identity()
     if graph.owner and graph.owner != who.name:
@@ -222,7 +231,7 @@ def status(
     home: Home = None,
 ) -> None:
     """Jobs by state for each campaign, and failures with their reasons."""
-    _print_status(_existing_client(home), campaign)
+    _print_status(remote_client() or _existing_client(home), campaign)
 
 
 @app.command()
@@ -269,7 +278,7 @@ def results(campaign: Campaign, home: Home = None, fmt: Format = OutputFormat.ta
     """Final results of each workflow of a campaign."""
     from matdx.cli.tables import rows_table, rows_text
 
-    rows = _result_rows(_client(home), campaign)
+    rows = _result_rows(remote_client() or _client(home), campaign)
     if fmt == OutputFormat.table:
         recipes = dict.fromkeys(r["recipe"] for r in rows)
         for recipe in recipes:
@@ -463,6 +472,7 @@ def main() -> None:
         LookupError,
         PermissionError,
         ValidationError,
+        RemoteError,
     ) as error:
         from rich.markup import escape
 

@@ -24,6 +24,8 @@ def records(store):
         )
         for i, f in enumerate(FORMULAS)
     ]
+    for i, made in enumerate(public):
+        made["results"]["converged"] = i % 2 == 0  # Cu, Ni, MgO
     hidden = {
         "private": document(bulk("Fe", "bcc", a=2.87), owner="alice", access="private"),
         "controlled": document(
@@ -96,6 +98,9 @@ def test_the_owner_sees_private_records_but_never_export_controlled_ones(http, r
         ('structure_features LENGTH 0 AND elements HAS "Ni"', {"Ni"}),
         ('species_at_sites HAS "Mg"', {"MgO"}),
         ("space_group_it_number = 225", set()),  # standard, not held: unknown
+        ("_matdx_converged = TRUE", {"Cu", "Ni", "MgO"}),  # boolean literals
+        ("_matdx_converged = FALSE", {"Al", "NaCl", "CuO"}),
+        ('_matdx_converged != TRUE AND elements HAS "O"', {"CuO"}),
     ],
 )
 def test_filters(http, records, filter_text, expected):

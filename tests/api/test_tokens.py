@@ -127,3 +127,21 @@ def test_expired_and_revoked_tokens_get_401_over_http(store, http):
         answer = http.get("/records", headers={"Authorization": f"Bearer {token.text}"})
         assert answer.status_code == 401 and reason in answer.json()["detail"]
         assert answer.headers["www-authenticate"] == "Bearer"
+
+
+def test_a_sqlite_store_serves_its_own_account_and_anonymous_readers_only(http, store):
+    from matdx.store.identity import os_account
+    from matdx.store.tokens import issue_token
+
+    with store.transaction() as session:
+        mine = issue_token(session, Requester(os_account()), name="mine").text
+        alices = issue_token(session, Requester("alice", frozenset({"A"})), name="alice").text
+    assert http.get("/records", headers={"Authorization": f"Bearer {mine}"}).status_code == 200
+    assert http.get("/records").status_code == 200  # anonymous: public records
+    answer = http.get("/records", headers={"Authorization": f"Bearer {alices}"})
+    if store.backend == "sqlite":
+        assert answer.status_code == 401
+        assert "serves its OS account" in answer.json()["detail"]
+        assert "PostgreSQL" in answer.json()["detail"]
+    else:  # the store for several people
+        assert answer.status_code == 200
