@@ -16,7 +16,7 @@ import typer
 from matdx.cli import hpc, serve
 from matdx.cli.diagnose import register as register_diagnose_command
 from matdx.cli.fireworks import fireworks_app
-from matdx.cli.options import Campaign, Format, Home, OutputFormat
+from matdx.cli.options import Campaign, Format, Home, OutputFormat, Wide
 from matdx.cli.plot import plot as plot_record
 from matdx.cli.records import register as register_record_commands
 from matdx.cli.tables import console, err_console
@@ -140,6 +140,7 @@ def run(
     home: Home = None,
     workers: Annotated[int | None, typer.Option(help="local worker processes")] = None,
     poll: Annotated[float, typer.Option(help="seconds between ticks")] = 0.5,
+    wide: Wide = False,
 ) -> None:
     """Tick until the campaign has nothing left to run, with a progress bar.
 
@@ -150,7 +151,7 @@ def run(
     if campaign is not None:
         client.resolve_campaign(campaign)  # an unknown campaign fails before the progress bar
     _run_with_progress(client, campaign, poll)
-    failed = _print_status(client, campaign)
+    failed = _print_status(client, campaign, wide)
     if failed:
         err_console.print(f"{failed} job(s) FAILED; see the reasons above and "
                           "`matdx show ID` for each", highlight=False)
@@ -187,14 +188,14 @@ def _run_with_progress(client: Any, campaign: str | None, poll: float) -> None:
         client.run(campaign, poll_s=poll, on_tick=update)
 
 
-def _print_status(client: Any, campaign: str | None) -> int:
+def _print_status(client: Any, campaign: str | None, wide: bool = False) -> int:
     """Print the status table and the failures; returns the number of FAILED jobs."""
     from rich.markup import escape
 
-    from matdx.cli.tables import status_table
+    from matdx.cli.tables import print_table, status_table
 
     statuses = client.status(campaign)
-    console.print(status_table(statuses))
+    print_table(status_table(statuses, wide), wide)
     failed = 0
     for status in statuses:
         for failure in status.failures:
@@ -218,9 +219,10 @@ def _print_status(client: Any, campaign: str | None) -> int:
 def status(
     campaign: Annotated[str | None, typer.Argument(help="campaign (default: all)")] = None,
     home: Home = None,
+    wide: Wide = False,
 ) -> None:
     """Jobs by state for each campaign, and failures with their reasons."""
-    _print_status(_existing_client(home), campaign)
+    _print_status(_existing_client(home), campaign, wide)
 
 
 @app.command()
@@ -230,6 +232,10 @@ def show(
 ) -> None:
     """A job with its attempts, a record, or a campaign, as JSON."""
     console.print_json(json.dumps(_client(home).show(identifier), default=str))
+
+
+# Columns of `matdx results` that say which result a row is; the others are the results.
+RESULT_CONTEXT = ("workflow", "job", "formula", "method", "reused", "record")
 
 
 def _result_rows(client: Any, campaign: str) -> list[dict[str, Any]]:
@@ -263,24 +269,22 @@ def _result_rows(client: Any, campaign: str) -> list[dict[str, Any]]:
 
 
 @app.command()
-def results(campaign: Campaign, home: Home = None, fmt: Format = OutputFormat.table) -> None:
+def results(campaign: Campaign, home: Home = None, fmt: Format = OutputFormat.table,
+            wide: Wide = False) -> None:
     """Final results of each workflow of a campaign."""
-    from matdx.cli.tables import rows_table, rows_text
+    from matdx.cli.tables import print_table, rows_table, rows_text
 
     rows = _result_rows(_client(home), campaign)
     if fmt == OutputFormat.table:
         recipes = dict.fromkeys(r["recipe"] for r in rows)
         for recipe in recipes:
-            console.print(
-                rows_table(
-                    [
-                        {k: v for k, v in r.items() if k != "recipe"}
-                        for r in rows
-                        if r["recipe"] == recipe
-                    ],
-                    title=recipe,
-                )
-            )
+            group = [{k: v for k, v in r.items() if k != "recipe"}
+                     for r in rows if r["recipe"] == recipe]
+            values = [k for k in group[0] if k not in RESULT_CONTEXT]
+            print_table(rows_table(group, title=recipe, wide=wide,
+                                   priority=["formula", "workflow", *values, "method",
+                                             "record", "job", "reused"],
+                                   shrink=["workflow", "method"]), wide)
     else:
         sys.stdout.write(rows_text(rows, fmt.value))
 
@@ -358,9 +362,9 @@ def _default_text(info: Any) -> str:
 
 
 @app.command()
-def recipes() -> None:
+def recipes(wide: Wide = False) -> None:
     """The recipes campaign files can name, with their settings."""
-    from matdx.cli.tables import rows_table
+    from matdx.cli.tables import print_table, rows_table
     from matdx.workflows.campaign import available_recipes
 
     rows = []
@@ -374,7 +378,8 @@ def recipes() -> None:
                     "description": info.description or "",
                 }
             )
-    console.print(rows_table(rows, title="recipes"))
+    print_table(rows_table(rows, title="recipes", wide=wide,
+                           shrink=["default", "description"]), wide)
 
 
 @app.command()

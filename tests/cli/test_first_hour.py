@@ -57,3 +57,54 @@ def test_recipes_shows_real_defaults_and_help_is_not_truncated():
     assert all(len(line) <= 80 for line in done.stdout.splitlines())
     top = matdx_cli("--help", env=env).stdout
     assert "Commands" in top
+
+
+LONG_NAME = "copper-and-friends-equation-of-state-survey-2026"
+
+
+def _submitted_home(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MATDX_STORE", raising=False)
+    monkeypatch.setenv("COLUMNS", "80")
+    home = tmp_path / "home"
+    campaign = tmp_path / "c.yaml"
+    campaign.write_text(f"name: {LONG_NAME}\nrecipe: static\n"
+                        "structures: [{bulk: [Cu]}, {bulk: [Al]}, {bulk: [Ag]}]\n")
+    done = run_matdx(capsys, monkeypatch, "submit", str(campaign), "--home", str(home))
+    assert done.returncode == 0, done.stderr
+    return home
+
+
+def test_status_fits_80_columns_without_cutting_headers_or_numbers(tmp_path, capsys,
+                                                                   monkeypatch):
+    home = _submitted_home(tmp_path, capsys, monkeypatch)
+    done = run_matdx(capsys, monkeypatch, "status", "--home", str(home))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines), done.stdout
+    header = next(line for line in lines if "┃ campaign" in line)
+    assert "…" not in header  # no "camp…", "wait…"
+    assert "waiting" in header and "total" in header
+    assert "cancelled" not in header  # a state no campaign has is left out
+    row = next(line for line in lines if "copper" in line)
+    assert row.split("│")[-2].strip() == "3"  # the total, whole
+
+    wide = run_matdx(capsys, monkeypatch, "status", "--home", str(home), "--wide")
+    assert wide.returncode == 0
+    assert "cancelled" in wide.stdout and LONG_NAME in wide.stdout
+    assert max(len(line) for line in wide.stdout.splitlines()) > 80
+
+
+def test_numbers_are_rounded_to_their_precision_and_never_cut():
+    from rich.console import Console
+
+    from matdx.cli.tables import rows_table
+
+    rows = [{"system": "Cu", "T (K)": 300.0, "B0 (GPa)": 134.637912345, "D (cm²/s)": 1.31e-05,
+             "E0 (eV/atom)": -3.4901234, "note": "x" * 60, "record": "0123abcd"}]
+    console = Console(width=80, record=True)
+    console.print(rows_table(rows, width=80, priority=["system", "T (K)", "B0 (GPa)"]))
+    text = console.export_text()
+    assert "300 " in text and "300.0" not in text
+    assert "134.638" in text and "1.31e-05" in text and "-3.49012" in text
+    assert all(len(line) <= 80 for line in text.splitlines())
+    assert "not shown:" in text and "--wide" in text  # what was left out is named
