@@ -227,11 +227,21 @@ def status(
 
 @app.command()
 def show(
-    identifier: Annotated[str, typer.Argument(help="job, record or campaign (id prefix)")],
+    identifier: Annotated[str, typer.Argument(
+        metavar="ID", help="job, record or campaign (id prefix, or a campaign's name)")],
     home: Home = None,
+    as_json: Annotated[bool, typer.Option("--json", help="the full record (or job, or "
+                                          "campaign) as JSON")] = False,
 ) -> None:
-    """A job with its attempts, a record, or a campaign, as JSON."""
-    console.print_json(json.dumps(_client(home).show(identifier), default=str))
+    """A record's summary (structure, method, results, provenance, access, artifacts), a
+    job with its attempts, or a campaign."""
+    from matdx.cli.summary import print_summary
+
+    shown = _existing_client(home).show(identifier)
+    if as_json:
+        sys.stdout.write(json.dumps(shown, default=str, indent=2, ensure_ascii=False) + "\n")
+        return
+    print_summary(console, shown)
 
 
 # Columns of `matdx results` that say which result a row is; the others are the results.
