@@ -75,7 +75,7 @@ def init(home: Home = None) -> None:
 
 @app.command()
 def submit(
-    file: Annotated[Path, typer.Argument(help="campaign file (YAML)")],
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="campaign file (YAML)")],
     home: Home = None,
     force: Annotated[bool, typer.Option(help="run jobs even if identical results exist")] = False,
     force_large: Annotated[bool, typer.Option(
@@ -136,7 +136,8 @@ def tick(
 
 @app.command()
 def run(
-    campaign: Annotated[str | None, typer.Argument(help="campaign (default: all)")] = None,
+    campaign: Annotated[str | None, typer.Argument(
+        metavar="CAMPAIGN", help="campaign name or id prefix (default: all)")] = None,
     home: Home = None,
     workers: Annotated[int | None, typer.Option(help="local worker processes")] = None,
     poll: Annotated[float, typer.Option(help="seconds between ticks")] = 0.5,
@@ -217,7 +218,8 @@ def _print_status(client: Any, campaign: str | None, wide: bool = False) -> int:
 
 @app.command()
 def status(
-    campaign: Annotated[str | None, typer.Argument(help="campaign (default: all)")] = None,
+    campaign: Annotated[str | None, typer.Argument(
+        metavar="CAMPAIGN", help="campaign name or id prefix (default: all)")] = None,
     home: Home = None,
     wide: Wide = False,
 ) -> None:
@@ -301,7 +303,8 @@ def results(campaign: Campaign, home: Home = None, fmt: Format = OutputFormat.ta
 
 @app.command()
 def rerun(
-    identifiers: Annotated[list[str], typer.Argument(help="jobs or campaigns")],
+    identifiers: Annotated[list[str], typer.Argument(metavar="IDS",
+                                                     help="jobs or campaigns")],
     home: Home = None,
     failed: Annotated[bool, typer.Option(help="only the FAILED jobs among them")] = False,
 ) -> None:
@@ -312,7 +315,8 @@ def rerun(
 
 @app.command()
 def cancel(
-    identifiers: Annotated[list[str], typer.Argument(help="jobs or campaigns")],
+    identifiers: Annotated[list[str], typer.Argument(metavar="IDS",
+                                                     help="jobs or campaigns")],
     home: Home = None,
 ) -> None:
     """Cancel jobs (and everything below them)."""
@@ -410,7 +414,8 @@ def demo(
     results = client.results(campaign_id)
     tables = demo_tables(results)
     console.print(rows_table(tables["eos"], title="Equations of state (EMT, Birch–Murnaghan)"))
-    console.print(rows_table(tables["md"], title="Diffusion in Cu (EMT, Langevin NVT)"))
+    console.print(rows_table(tables["md"], title="Diffusion in Cu (EMT, Langevin NVT)",
+                             shrink=["diffusion"]))
     plots = write_plots(results, client.home / "plots")
     console.print("plots: " + ", ".join(str(p) for p in plots))
     _print_status(client, campaign_id)
@@ -450,10 +455,33 @@ register_record_commands(app, store_app)  # query, records, export, import, stor
 app.command("plot")(plot_record)
 
 
+def _usage_name(argument: Any) -> str:
+    """An argument as usage lines conventionally show it: ``FILE``, ``[CAMPAIGN]``,
+    ``IDS...`` (this typer writes ``{file}``)."""
+    name = str(argument.metavar or argument.name or "").upper()
+    if argument.nargs != 1 and not name.endswith("..."):
+        name += "..."
+    return name if argument.required else f"[{name}]"
+
+
+def _full_summaries(command: Any) -> None:
+    """Give every command its whole first paragraph as summary, so that command lists wrap
+    it instead of cutting it at 45 characters with "..."."""
+    for sub in getattr(command, "commands", {}).values():
+        if sub.short_help is None and sub.help:
+            sub.short_help = " ".join(sub.help.strip().split("\n\n")[0].split())
+        _full_summaries(sub)
+
+
 @functools.cache
 def _command() -> Any:
     """The click command of the app, built once per process (building it takes a while)."""
-    return typer.main.get_command(app)
+    from typer.core import TyperArgument
+
+    TyperArgument._usage_display_name = _usage_name  # type: ignore[method-assign]
+    command = typer.main.get_command(app)
+    _full_summaries(command)
+    return command
 
 
 def main() -> None:

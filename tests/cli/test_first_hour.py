@@ -3,6 +3,8 @@ types it, at 80 columns."""
 
 from __future__ import annotations
 
+import pytest
+
 from tests.cli.helpers import run_matdx
 from tests.conftest import matdx_cli
 
@@ -108,3 +110,70 @@ def test_numbers_are_rounded_to_their_precision_and_never_cut():
     assert "134.638" in text and "1.31e-05" in text and "-3.49012" in text
     assert all(len(line) <= 80 for line in text.splitlines())
     assert "not shown:" in text and "--wide" in text  # what was left out is named
+
+
+CIF_WITH_XX = """data_x
+_cell_length_a 3.6
+_cell_length_b 3.6
+_cell_length_c 3.6
+_cell_angle_alpha 90
+_cell_angle_beta 90
+_cell_angle_gamma 90
+_symmetry_space_group_name_H-M 'P 1'
+loop_
+_atom_site_label
+_atom_site_type_symbol
+_atom_site_fract_x
+_atom_site_fract_y
+_atom_site_fract_z
+Xx1 Xx 0 0 0
+"""
+
+
+@pytest.mark.parametrize(("name", "content", "says"), [
+    ("Xx.cif", CIF_WITH_XX, "unknown name 'Xx' (an element symbol"),
+    ("POSCAR", "", "POSCAR is empty"),
+    ("cut.vasp", "Cu\n1.0\n", "the file ends early or is empty"),
+    ("odd.vasp", "Cu\n1.0 2.0\n3.6 0 0\n0 3.6 0\n0 0 3.6\nCu\n1\nDirect\n0 0 0\n",
+     "malformed content: The number of scaling factors must be 1 or 3"),
+])
+def test_a_bad_structure_file_is_named_with_a_reason(tmp_path, capsys, monkeypatch, name,
+                                                     content, says):
+    (tmp_path / name).write_text(content)
+    campaign = tmp_path / "c.yaml"
+    campaign.write_text(f"name: t\nrecipe: static\nstructures: [{{file: {name}}}]\n")
+    done = run_matdx(capsys, monkeypatch, "submit", str(campaign), "--home",
+                     str(tmp_path / "h"))
+    assert done.returncode == 2
+    message = " ".join(done.stderr.split())
+    assert message.startswith("error: studies[0].structures[0].file:") and name in message
+    assert says in message
+    assert "Traceback" not in message and not (tmp_path / "h").exists()
+
+
+def test_install_hint_is_printed_literally_by_submit(tmp_path, capsys, monkeypatch):
+    import sys
+
+    from matdx.recipes.codes import CODES
+
+    monkeypatch.setitem(sys.modules, CODES["chgnet"].requires, None)  # not installed
+    campaign = tmp_path / "c.yaml"
+    campaign.write_text("name: t\nrecipe: static\ncode: chgnet\nstructures: [{bulk: [Cu]}]\n")
+    done = run_matdx(capsys, monkeypatch, "submit", str(campaign), "--home",
+                     str(tmp_path / "h"))
+    assert done.returncode == 2
+    assert "pip install 'matdx[mlip]'" in " ".join(done.stderr.split())
+
+
+def test_usage_lines_use_conventional_forms_and_summaries_are_whole():
+    env = {"COLUMNS": "80"}
+    for args, usage in ((["submit"], "Usage: matdx submit [OPTIONS] FILE"),
+                        (["run"], "Usage: matdx run [OPTIONS] [CAMPAIGN]"),
+                        (["results"], "Usage: matdx results [OPTIONS] CAMPAIGN"),
+                        (["rerun"], "Usage: matdx rerun [OPTIONS] IDS..."),
+                        (["show"], "Usage: matdx show [OPTIONS] ID")):
+        done = matdx_cli(*args, "--help", env=env)
+        assert done.stdout.splitlines()[0] == usage, done.stdout
+    top = matdx_cli("--help", env=env).stdout
+    assert "..." not in top.split("Commands")[1]  # no summary cut short
+    assert "retry budget." in top
