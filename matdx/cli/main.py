@@ -296,7 +296,8 @@ def results(campaign: Campaign, home: Home = None, fmt: Format = OutputFormat.ta
             print_table(rows_table(group, title=recipe, wide=wide,
                                    priority=["formula", "workflow", *values, "method",
                                              "record", "job", "reused"],
-                                   shrink=["workflow", "method"]), wide)
+                                   shrink=[k for k in group[0] if any(
+                                       isinstance(r.get(k), str) for r in group)]), wide)
     else:
         sys.stdout.write(rows_text(rows, fmt.value))
 
