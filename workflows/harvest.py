@@ -31,7 +31,7 @@ from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from matdx.hpc.farm import ABANDONED, batch_claimant, claim_batch, read_events
+from matdx.hpc.farm import ABANDONED, TASK_LOG, batch_claimant, claim_batch, read_events
 from matdx.safety.text import first_unsafe
 from matdx.store.artifacts import ObjectTooLarge, StoreWriteError
 from matdx.store.models import (
@@ -51,6 +51,7 @@ from matdx.store.models import (
 )
 from matdx.store.records import ArtifactReference
 from matdx.store.store import Store
+from matdx.workflows.crash import crash_reason
 from matdx.workflows.executors.base import BatchStatus, Executor
 from matdx.workflows.files import iter_artifacts
 from matdx.workflows.records import build_record
@@ -74,6 +75,7 @@ __all__ = ["HarvestReport", "batch_progress", "harvest"]
 CHUNK = 500  # results per transaction
 # A launch interrupted before its farm started is given up after this long.
 LAUNCH_GRACE = timedelta(seconds=5)
+FARM_LOG = "farm.log"  # the output of a farm started by the local or Dask executor
 # Attempts lost with their batch (killed, walltime) do not spend retries, up to this many.
 MAX_LOST = 10
 
@@ -188,7 +190,7 @@ def _harvest_batch(store: Store, batch: Batch, status: BatchStatus, report: Harv
         for job_id, attempt, run_dir, max_bytes in todo[start : start + CHUNK]:
             try:
                 found = _prepare(store, job_id, attempt, Path(run_dir), ended.get(job_id),
-                                 max_bytes)
+                                 max_bytes, Path(batch.directory))
             except StoreWriteError as error:
                 log.warning("job %s: result kept in %s for the next tick: %s",
                             job_id, run_dir, error)
@@ -360,7 +362,7 @@ def _failure(job_id: str, attempt: int, kind: str, error_type: str, message: str
 
 def _prepare(
     store: Store, job_id: str, attempt: int, run_dir: Path, farm_status: str | None,
-    max_bytes: int,
+    max_bytes: int, batch_dir: Path | None = None,
 ) -> _Prepared | None:
     """Read one attempt's run directory and put its files in the artifact store, outside any
     transaction. None for a result of another attempt (never harvested as this one).
@@ -374,8 +376,11 @@ def _prepare(
         The artifact store could not be written: the result stays for the next tick.
     """
     if not os.path.lexists(run_dir / RESULT_FILE):
-        result = _failure(job_id, attempt, "program", "WorkerDied", farm_status or "",
-                          f"worker process died: {farm_status}")
+        # The process died, or could not write its result: say why in words, with the error
+        # it printed (task log under MPI, else the farm's log).
+        logs = [run_dir / TASK_LOG] + ([batch_dir / FARM_LOG] if batch_dir else [])
+        reason = crash_reason(farm_status or "", logs)
+        result = _failure(job_id, attempt, "program", "WorkerDied", reason, reason)
         return _Prepared(job_id, attempt, run_dir, result, [], None)
     try:
         parsed = read_result(run_dir, max_bytes)

@@ -32,6 +32,6 @@ def reason(error: BaseException) -> str:
         return "the file is nested too deeply"
     if isinstance(error, MemoryError):
         return "the file is too large to read"
-    if isinstance(error, ValueError | TypeError) and text:
+    if isinstance(error, ValueError | TypeError | RuntimeError) and text:
         return f"malformed content: {text}"
     return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -185,6 +185,8 @@ def _read(source: FileSource, field: str, base: Path,
     path = source.file if source.file.is_absolute() else base / source.file
     if not path.is_file():
         raise StructureError(f"{field}.file", f"no such file {str(path)!r}")
+    if path.stat().st_size == 0:
+        raise StructureError(f"{field}.file", f"{path.name} is empty")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

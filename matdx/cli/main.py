@@ -16,7 +16,7 @@ import typer
 from matdx.cli import hpc, serve
 from matdx.cli.diagnose import register as register_diagnose_command
 from matdx.cli.fireworks import fireworks_app
-from matdx.cli.options import Campaign, Format, Home, OutputFormat
+from matdx.cli.options import Campaign, Format, Home, OutputFormat, Wide
 from matdx.cli.plot import plot as plot_record
 from matdx.cli.records import register as register_record_commands
 from matdx.cli.tables import console, err_console
@@ -78,7 +78,7 @@ def init(home: Home = None) -> None:
 
 @app.command()
 def submit(
-    file: Annotated[Path, typer.Argument(help="campaign file (YAML)")],
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="campaign file (YAML)")],
     home: Home = None,
     force: Annotated[bool, typer.Option(help="run jobs even if identical results exist")] = False,
     force_large: Annotated[bool, typer.Option(
@@ -147,10 +147,12 @@ def tick(
 
 @app.command()
 def run(
-    campaign: Annotated[str | None, typer.Argument(help="campaign (default: all)")] = None,
+    campaign: Annotated[str | None, typer.Argument(
+        metavar="CAMPAIGN", help="campaign name or id prefix (default: all)")] = None,
     home: Home = None,
     workers: Annotated[int | None, typer.Option(help="local worker processes")] = None,
     poll: Annotated[float, typer.Option(help="seconds between ticks")] = 0.5,
+    wide: Wide = False,
 ) -> None:
     """Tick until the campaign has nothing left to run, with a progress bar.
 
@@ -161,7 +163,7 @@ def run(
     if campaign is not None:
         client.resolve_campaign(campaign)  # an unknown campaign fails before the progress bar
     _run_with_progress(client, campaign, poll)
-    failed = _print_status(client, campaign)
+    failed = _print_status(client, campaign, wide)
     if failed:
         err_console.print(f"{failed} job(s) FAILED; see the reasons above and "
                           "`matdx show ID` for each", highlight=False)
@@ -198,14 +200,14 @@ def _run_with_progress(client: Any, campaign: str | None, poll: float) -> None:
         client.run(campaign, poll_s=poll, on_tick=update)
 
 
-def _print_status(client: Any, campaign: str | None) -> int:
+def _print_status(client: Any, campaign: str | None, wide: bool = False) -> int:
     """Print the status table and the failures; returns the number of FAILED jobs."""
     from rich.markup import escape
 
-    from matdx.cli.tables import status_table
+    from matdx.cli.tables import print_table, status_table
 
     statuses = client.status(campaign)
-    console.print(status_table(statuses))
+    print_table(status_table(statuses, wide), wide)
     failed = 0
     for status in statuses:
         for failure in status.failures:
@@ -227,20 +229,36 @@ def _print_status(client: Any, campaign: str | None) -> int:
 
 @app.command()
 def status(
-    campaign: Annotated[str | None, typer.Argument(help="campaign (default: all)")] = None,
+    campaign: Annotated[str | None, typer.Argument(
+        metavar="CAMPAIGN", help="campaign name or id prefix (default: all)")] = None,
     home: Home = None,
+    wide: Wide = False,
 ) -> None:
     """Jobs by state for each campaign, and failures with their reasons."""
-    _print_status(remote_client() or _existing_client(home), campaign)
+    _print_status(remote_client() or _existing_client(home), campaign, wide)
 
 
 @app.command()
 def show(
-    identifier: Annotated[str, typer.Argument(help="job, record or campaign (id prefix)")],
+    identifier: Annotated[str, typer.Argument(
+        metavar="ID", help="job, record or campaign (id prefix, or a campaign's name)")],
     home: Home = None,
+    as_json: Annotated[bool, typer.Option("--json", help="the full record (or job, or "
+                                          "campaign) as JSON")] = False,
 ) -> None:
-    """A job with its attempts, a record, or a campaign, as JSON."""
-    console.print_json(json.dumps(_client(home).show(identifier), default=str))
+    """A record's summary (structure, method, results, provenance, access, artifacts), a
+    job with its attempts, or a campaign."""
+    from matdx.cli.summary import print_summary
+
+    shown = _existing_client(home).show(identifier)
+    if as_json:
+        sys.stdout.write(json.dumps(shown, default=str, indent=2, ensure_ascii=False) + "\n")
+        return
+    print_summary(console, shown)
+
+
+# Columns of `matdx results` that say which result a row is; the others are the results.
+RESULT_CONTEXT = ("workflow", "job", "formula", "method", "reused", "record")
 
 
 def _result_rows(client: Any, campaign: str) -> list[dict[str, Any]]:
@@ -274,31 +292,31 @@ def _result_rows(client: Any, campaign: str) -> list[dict[str, Any]]:
 
 
 @app.command()
-def results(campaign: Campaign, home: Home = None, fmt: Format = OutputFormat.table) -> None:
+def results(campaign: Campaign, home: Home = None, fmt: Format = OutputFormat.table,
+            wide: Wide = False) -> None:
     """Final results of each workflow of a campaign."""
-    from matdx.cli.tables import rows_table, rows_text
+    from matdx.cli.tables import print_table, rows_table, rows_text
 
     rows = _result_rows(remote_client() or _client(home), campaign)
     if fmt == OutputFormat.table:
         recipes = dict.fromkeys(r["recipe"] for r in rows)
         for recipe in recipes:
-            console.print(
-                rows_table(
-                    [
-                        {k: v for k, v in r.items() if k != "recipe"}
-                        for r in rows
-                        if r["recipe"] == recipe
-                    ],
-                    title=recipe,
-                )
-            )
+            group = [{k: v for k, v in r.items() if k != "recipe"}
+                     for r in rows if r["recipe"] == recipe]
+            values = [k for k in group[0] if k not in RESULT_CONTEXT]
+            print_table(rows_table(group, title=recipe, wide=wide,
+                                   priority=["formula", "workflow", *values, "method",
+                                             "record", "job", "reused"],
+                                   shrink=[k for k in group[0] if any(
+                                       isinstance(r.get(k), str) for r in group)]), wide)
     else:
         sys.stdout.write(rows_text(rows, fmt.value))
 
 
 @app.command()
 def rerun(
-    identifiers: Annotated[list[str], typer.Argument(help="jobs or campaigns")],
+    identifiers: Annotated[list[str], typer.Argument(metavar="IDS",
+                                                     help="jobs or campaigns")],
     home: Home = None,
     failed: Annotated[bool, typer.Option(help="only the FAILED jobs among them")] = False,
 ) -> None:
@@ -309,7 +327,8 @@ def rerun(
 
 @app.command()
 def cancel(
-    identifiers: Annotated[list[str], typer.Argument(help="jobs or campaigns")],
+    identifiers: Annotated[list[str], typer.Argument(metavar="IDS",
+                                                     help="jobs or campaigns")],
     home: Home = None,
 ) -> None:
     """Cancel jobs (and everything below them)."""
@@ -369,9 +388,9 @@ def _default_text(info: Any) -> str:
 
 
 @app.command()
-def recipes() -> None:
+def recipes(wide: Wide = False) -> None:
     """The recipes campaign files can name, with their settings."""
-    from matdx.cli.tables import rows_table
+    from matdx.cli.tables import print_table, rows_table
     from matdx.workflows.campaign import available_recipes
 
     rows = []
@@ -385,7 +404,8 @@ def recipes() -> None:
                     "description": info.description or "",
                 }
             )
-    console.print(rows_table(rows, title="recipes"))
+    print_table(rows_table(rows, title="recipes", wide=wide,
+                           shrink=["default", "description"]), wide)
 
 
 @app.command()
@@ -406,7 +426,8 @@ def demo(
     results = client.results(campaign_id)
     tables = demo_tables(results)
     console.print(rows_table(tables["eos"], title="Equations of state (EMT, Birch–Murnaghan)"))
-    console.print(rows_table(tables["md"], title="Diffusion in Cu (EMT, Langevin NVT)"))
+    console.print(rows_table(tables["md"], title="Diffusion in Cu (EMT, Langevin NVT)",
+                             shrink=["diffusion"]))
     plots = write_plots(results, client.home / "plots")
     console.print("plots: " + ", ".join(str(p) for p in plots))
     _print_status(client, campaign_id)
@@ -446,10 +467,33 @@ register_record_commands(app, store_app)  # query, records, export, import, stor
 app.command("plot")(plot_record)
 
 
+def _usage_name(argument: Any) -> str:
+    """An argument as usage lines conventionally show it: ``FILE``, ``[CAMPAIGN]``,
+    ``IDS...`` (this typer writes ``{file}``)."""
+    name = str(argument.metavar or argument.name or "").upper()
+    if argument.nargs != 1 and not name.endswith("..."):
+        name += "..."
+    return name if argument.required else f"[{name}]"
+
+
+def _full_summaries(command: Any) -> None:
+    """Give every command its whole first paragraph as summary, so that command lists wrap
+    it instead of cutting it at 45 characters with "..."."""
+    for sub in getattr(command, "commands", {}).values():
+        if sub.short_help is None and sub.help:
+            sub.short_help = " ".join(sub.help.strip().split("\n\n")[0].split())
+        _full_summaries(sub)
+
+
 @functools.cache
 def _command() -> Any:
     """The click command of the app, built once per process (building it takes a while)."""
-    return typer.main.get_command(app)
+    from typer.core import TyperArgument
+
+    TyperArgument._usage_display_name = _usage_name  # type: ignore[method-assign]
+    command = typer.main.get_command(app)
+    _full_summaries(command)
+    return command
 
 
 def main() -> None:

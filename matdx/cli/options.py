@@ -26,4 +26,9 @@ class OutputFormat(StrEnum):
 
 
 Format = Annotated[OutputFormat, typer.Option("--format", "-f", help="output format")]
-Campaign = Annotated[str, typer.Argument(help="campaign name, or a prefix of its id")]
+Campaign = Annotated[str, typer.Argument(metavar="CAMPAIGN",
+                                         help="campaign name, or a prefix of its id")]
+Wide = Annotated[
+    bool,
+    typer.Option("--wide", help="every column at full width, even wider than the terminal"),
+]

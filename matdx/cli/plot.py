@@ -184,7 +184,9 @@ def plot(
         stored = Client(home).record(record)
         figure = draw(stored)
     except LookupError as error:
-        err_console.print(f"[bold red]error:[/bold red] {error}", highlight=False)
+        from rich.markup import escape
+
+        err_console.print(f"[bold red]error:[/bold red] {escape(str(error))}", highlight=False)
         raise typer.Exit(2) from error
     target = output or Path(f"{stored.record_id}.png")
     figure.savefig(target, dpi=120)

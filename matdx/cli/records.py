@@ -134,7 +134,10 @@ def _user_errors() -> Iterator[None]:
         FileExistsError,
         LookupError,
     ) as error:
-        err_console.print(f"[bold red]error:[/bold red] {error}", highlight=False)
+        from rich.markup import escape
+
+        # printed literally: `pip install 'matdx[mlip]'` or a path with [brackets] is text
+        err_console.print(f"[bold red]error:[/bold red] {escape(str(error))}", highlight=False)
         raise typer.Exit(2) from error
 
 
@@ -285,7 +288,8 @@ def _summary_row(item: dict[str, Any]) -> dict[str, Any]:
 
 @records_app.command("set-access")
 def set_access(
-    identifiers: Annotated[list[str], typer.Argument(help="records (id prefixes) or campaigns")],
+    identifiers: Annotated[list[str], typer.Argument(
+        metavar="IDS", help="records (id prefixes) or campaigns")],
     access: Annotated[
         str | None, typer.Option("--access", help="private, group, embargoed or public")
     ] = None,
@@ -351,7 +355,8 @@ def set_access(
 
 @records_app.command("history")
 def history(
-    identifier: Annotated[str, typer.Argument(help="record (id prefix) or campaign")],
+    identifier: Annotated[str, typer.Argument(metavar="ID",
+                                              help="record (id prefix) or campaign")],
     home: Home = None,
 ) -> None:
     """The audit log of a record or campaign: who changed its governance, when and why."""
@@ -384,7 +389,7 @@ def history(
 
 def _make_export_command(fmt: ExportFormat, what: str, target: str) -> None:
     def command(
-        output: Annotated[Path, typer.Argument(help=target)],
+        output: Annotated[Path, typer.Argument(metavar="OUTPUT", help=target)],
         elements: Elements = None,
         any_elements: AnyElements = None,
         only_elements: OnlyElements = None,
@@ -475,7 +480,8 @@ _make_export_command(
 
 
 def import_command(
-    archive: Annotated[Path, typer.Argument(help="archive made by `matdx export archive`")],
+    archive: Annotated[Path, typer.Argument(metavar="ARCHIVE",
+                                            help="archive made by `matdx export archive`")],
     home: Home = None,
 ) -> None:
     """Load an archive into this store; records it already holds are skipped."""

@@ -78,13 +78,24 @@ def test_submit_run_status_results_show(home, tmp_path):
     records = json.loads(matdx_cli("results", "cli-static", "--format", "json").stdout)
     assert {r["job"] for r in records} == {"static"}
 
-    record = json.loads(matdx_cli("show", records[0]["record"]).stdout)
+    record = json.loads(matdx_cli("show", records[0]["record"], "--json").stdout)
     assert record["kind"] == "record"
     assert record["method"]["code"] == "emt"
     assert record["system"]["nsites"] == 1
     assert record["results"]["stress_convention"].startswith("ase")
-    job = json.loads(matdx_cli("show", record["job_id"][:8]).stdout)
+    job = json.loads(matdx_cli("show", record["job_id"][:8], "--json").stdout)
     assert job["state"] == "COMPLETED" and job["attempts"][0]["record_id"] == record["record_id"]
+    # without --json: a summary a person reads at 80 columns, every section with its units
+    summary = matdx_cli("show", records[0]["record"], env={"COLUMNS": "80"}).stdout
+    assert all(len(line) <= 80 for line in summary.splitlines()), summary
+    for section in ("structure", "method", "results", "provenance", "access", "artifacts"):
+        assert f"\n{section}\n" in summary, summary
+    assert f"static of {record['system']['chemical_formula_hill']}" in summary
+    energy = next(line for line in summary.splitlines() if line.split()[:1] == ["energy"])
+    assert energy.strip().endswith(" eV")
+    assert "code         emt" in summary and "owner" in summary and "versions" in summary
+    job_summary = matdx_cli("show", record["job_id"][:8], env={"COLUMNS": "80"}).stdout
+    assert "state" in job_summary and "COMPLETED" in job_summary and "#1" in job_summary
     table = matdx_cli("results", "cli-static").stdout
     assert "energy" in table and "Cu" in table
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from matdx.hpc.farm import process_start_time, read_events
 from matdx.store.models import Batch
+from matdx.workflows.crash import last_error_line
 from matdx.workflows.executors.base import Allocation, BatchStatus, Executor
 
 __all__ = ["LocalExecutor"]
@@ -86,18 +87,26 @@ class LocalExecutor(Executor):
         elif batch.scheduler_id:
             pid, start_time = int(batch.scheduler_id), None
         else:
-            return BatchStatus(alive=False, reason="never started", infrastructure_failure=True)
+            return BatchStatus(alive=False, reason=_died(batch, "never started"),
+                               infrastructure_failure=True)
         _reap(pid)
         now = process_start_time(pid)
         if now is not None and (start_time is None or now == start_time):
             return BatchStatus(alive=True)
-        return BatchStatus(alive=False, reason="farm process died", infrastructure_failure=True)
+        return BatchStatus(alive=False, reason=_died(batch, "farm process died"),
+                           infrastructure_failure=True)
 
     def cancel(self, batch: Batch) -> None:
         status = self._status(batch)
         if status.alive and batch.scheduler_id:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(int(batch.scheduler_id), signal.SIGTERM)
+
+
+def _died(batch: Batch, what: str) -> str:
+    """``what``, with the error the farm printed before it died (from its ``farm.log``)."""
+    printed = last_error_line(Path(batch.directory) / "farm.log")
+    return f"{what}: {printed}" if printed else what
 
 
 def _reap(pid: int) -> None:
