@@ -202,7 +202,7 @@ def record_of(run: FireworkRun, governance: Mapping[str, Any],
         trace = str((stored.get("_exception") or {}).get("_stacktrace") or "")
         lines = [line for line in trace.strip().splitlines() if line.strip()]
         last = lines[-1] if lines else "FIZZLED without an error (lost run)"
-        error = {"type": "FIZZLED", "message": last, "last_line": last, "kind": "science",
+        error = {"type": "FIZZLED", "message": last, "last_line": last, "kind": "program",
                  "traceback": trace}
     started = _time(launch.get("time_start"))
     finished = _time(launch.get("time_end"))
