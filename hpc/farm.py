@@ -420,9 +420,13 @@ def run_in_process(
 # -- worker processes ------------------------------------------------------------------------
 
 
-def _worker_loop(connection: Connection, runner_path: str) -> None:
+def _worker_loop(
+    connection: Connection, runner_path: str, on_start: Callable[[], None] | None = None
+) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if on_start is not None:
+        on_start()
     runner = load_runner(runner_path)
     while True:
         try:
@@ -436,10 +440,12 @@ def _worker_loop(connection: Connection, runner_path: str) -> None:
 
 
 class _Worker:
-    def __init__(self, context: Any, runner_path: str) -> None:
+    def __init__(
+        self, context: Any, runner_path: str, on_start: Callable[[], None] | None = None
+    ) -> None:
         self.connection, child_end = context.Pipe()
         self.process = context.Process(
-            target=_worker_loop, args=(child_end, runner_path), daemon=True
+            target=_worker_loop, args=(child_end, runner_path, on_start), daemon=True
         )
         self.process.start()
         child_end.close()
@@ -466,12 +472,33 @@ class ProcessPool:
 
     mode = "processes"
 
-    def __init__(self, workers: int, runner_path: str) -> None:
+    def __init__(
+        self, workers: int, runner_path: str, on_start: Callable[[], None] | None = None
+    ) -> None:
         load_runner(runner_path)  # import once in the parent: forked workers inherit it
         self._context = multiprocessing.get_context("fork")
         self._runner_path = runner_path
-        self.workers = [_Worker(self._context, runner_path) for _ in range(max(1, workers))]
+        self._on_start = on_start  # called first in every worker (e.g. a parent-death signal)
+        self.workers = [self._new_worker() for _ in range(max(1, workers))]
         self._cores: dict[str, int] = {}
+
+    def _new_worker(self) -> _Worker:
+        return _Worker(self._context, self._runner_path, self._on_start)
+
+    def grow(self, workers: int) -> None:
+        """Start workers until there are ``workers``."""
+        while len(self.workers) < workers:
+            self.workers.append(self._new_worker())
+
+    def kill_task(self, task_id: str) -> None:
+        """Kill the worker running ``task_id`` (its result is never reported) and replace it."""
+        for worker in self.workers:
+            if worker.task == task_id:
+                worker.stop(kill=True)
+                self.workers.remove(worker)
+                self.workers.append(self._new_worker())
+                self._cores.pop(task_id, None)
+                return
 
     @property
     def size(self) -> int:
@@ -497,15 +524,20 @@ class ProcessPool:
         worker.connection.send((task.id, task.dir))
         return {"pid": worker.process.pid}
 
-    def results(self, timeout: float | None) -> Iterator[tuple[str, str]]:
-        """Yield (task id, status) for tasks that ended, waiting up to ``timeout`` seconds."""
+    def results(
+        self, timeout: float | None, extra: Iterable[Any] = ()
+    ) -> Iterator[tuple[str, str]]:
+        """Yield (task id, status) for tasks that ended, waiting up to ``timeout`` seconds
+        (or until one of the ``extra`` file descriptors is readable)."""
         busy = [w for w in self.workers if w.task is not None]
         by_handle: dict[Any, _Worker] = {}
         for w in busy:
             by_handle[w.connection] = w
             by_handle[w.process.sentinel] = w
-        for handle in wait(list(by_handle), timeout=timeout):
-            worker = by_handle[handle]
+        for handle in wait([*by_handle, *extra], timeout=timeout):
+            worker = by_handle.get(handle)
+            if worker is None:
+                continue
             if worker.task is None:
                 continue
             task_id = worker.task
@@ -523,7 +555,7 @@ class ProcessPool:
                 worker.task = None
                 self._cores.pop(task_id, None)
                 self.workers.remove(worker)
-                self.workers.append(_Worker(self._context, self._runner_path))
+                self.workers.append(self._new_worker())
                 yield task_id, f"crashed: worker exit code {code}"
 
     def close(self, kill: bool = False) -> None:

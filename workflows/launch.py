@@ -54,7 +54,6 @@ from matdx.workflows.rundir import (
     RESULT_FILE,
     fsync_directory,
     fsync_many,
-    write_json_atomic,
 )
 from matdx.workflows.states import move, move_each
 
@@ -322,12 +321,13 @@ def _claim_batches(
         jobs = _reject_unfit(session, jobs, estimates, allocation, report)
         by_id = {job.id: job for job in jobs}
         parents: dict[str, list[str]] = {job.id: [] for job in jobs}
+        # Children in the batch only: with a second IN list on parent_id, SQLite probes the
+        # primary key for every (parent, child) pair, N² for a batch of N jobs.
         for child_id, parent_id in session.execute(
-            select(JobEdge.child_id, JobEdge.parent_id).where(
-                JobEdge.child_id.in_(list(by_id)), JobEdge.parent_id.in_(list(by_id))
-            )
+            select(JobEdge.child_id, JobEdge.parent_id).where(JobEdge.child_id.in_(list(by_id)))
         ):
-            parents[child_id].append(parent_id)
+            if parent_id in by_id:
+                parents[child_id].append(parent_id)
         candidates = [
             PackTask(job.id, _cores(job), estimates[job.id], tuple(parents[job.id]))
             for job in jobs
@@ -498,7 +498,9 @@ def _start(store: Store, executor: Executor, batch_id: str) -> int:
     # them before the farm starts, so nothing sees one half-written; a tick killed here leaves
     # a LAUNCHING batch that is abandoned whole.
     for run_dir, spec in specs:
-        write_json_atomic(run_dir / JOB_FILE, spec, allow_nan=True, durable=False)
+        # Written in place: no farm reads it before the manifest exists.
+        with open(run_dir / JOB_FILE, "w") as handle:
+            json.dump(spec, handle, allow_nan=True, separators=(",", ":"))
     fsync_many([run_dir / JOB_FILE for run_dir, _ in specs])  # and each run directory
     for campaign_dir in {run_dir.parent for run_dir, _ in specs}:
         fsync_directory(campaign_dir)  # the new run directories' entries
