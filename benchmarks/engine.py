@@ -9,8 +9,8 @@ For each shape (fan-out: N independent jobs; chain: N jobs each using the previo
 output; fan-out + gather: N jobs and one that sums them) and size, it submits the campaign
 to one store, ticks (``Client.run``) until the last record is stored, and prints
 milliseconds per job counted from submit to the last result (median over repeats), the
-number of ticks and their median time, and the time from a parent's end to its dependent's
-start (median and 99th percentile over every edge, from the jobs' own ``result.json``), with
+number of ticks and their median time, and the time from a dependent job's last parent's end
+to its start (median and 99th percentile, from the jobs' own ``result.json``), with
 the machine's load beside every line. Every state change is committed to the store (SQLite,
 WAL) and every ``job.json``/``result.json`` is made durable (fsync, batched). The local
 executor's warm pool is started once by a warm-up campaign and reused. With ``--peers`` it
@@ -107,8 +107,8 @@ class MatdxBench:
         return min(_timed(self.client.tick) for _ in range(5))
 
     def _latencies(self, campaign: str) -> list[float]:
-        """Seconds from each parent's end to its dependent's start, from the ``result.json``
-        the jobs wrote (their own clocks)."""
+        """Seconds from the end of each dependent job's last parent to its start, from the
+        ``result.json`` the jobs wrote (their own clocks)."""
         from sqlalchemy import select
 
         from matdx.store.models import Job, JobEdge
@@ -123,7 +123,11 @@ class MatdxBench:
                 .join(Job, Job.id == JobEdge.child_id)
                 .where(Job.campaign_id == campaign)
             ).all()
-        return [times[c][0] - times[p][1] for p, c in edges if p in times and c in times]
+        last_parent: dict[str, float] = {}  # a job starts when its last parent ended
+        for parent, child in edges:
+            if parent in times and child in times:
+                last_parent[child] = max(last_parent.get(child, 0.0), times[parent][1])
+        return [times[child][0] - end for child, end in last_parent.items()]
 
     def close(self) -> None:
         self.client.store.dispose()
