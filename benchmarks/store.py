@@ -195,6 +195,36 @@ def run_queries(store: Any) -> list[tuple[str, float, float, int]]:
     return rows
 
 
+PLANNED = ('elements has all ["Fe", "O"]', "formula SiO2", "band gap 1.0-2.0 eV")
+
+
+def query_plans(store: Any) -> list[str]:
+    """The database's plan of the first page and the count of a few queries: ``EXPLAIN
+    ANALYZE`` on PostgreSQL (with the real timings), ``EXPLAIN QUERY PLAN`` on SQLite."""
+    from matdx.store.access import Requester
+    from matdx.store.search import RecordQuery, count_statement, page_statement
+
+    requester = Requester("ada", frozenset({"alloys"}))
+    lines = []
+    with store.engine.connect() as connection:
+        dialect = connection.dialect
+        explain = ("EXPLAIN ANALYZE " if dialect.name == "postgresql"
+                   else "EXPLAIN QUERY PLAN ")
+        for label in PLANNED:
+            query = RecordQuery.parse(limit=100, **QUERIES[label])
+            for what, statement in (("first page", page_statement(query, requester)),
+                                    ("count", count_statement(query, requester))):
+                compiled = statement.compile(
+                    dialect=dialect, compile_kwargs={"render_postcompile": True}
+                )
+                params = (tuple(compiled.params[name] for name in compiled.positiontup)
+                          if compiled.positional else compiled.params)
+                plan = connection.exec_driver_sql(explain + str(compiled), params).all()
+                lines.append(f"-- {dialect.name}: {label}, {what}")
+                lines += ["   " + " ".join(str(cell) for cell in row) for row in plan]
+    return lines
+
+
 def analyze(store: Any) -> float:
     """Refresh the planner statistics after the bulk load (as after any bulk load)."""
     from sqlalchemy import text
@@ -222,6 +252,7 @@ def bench(backend: str, n: int, seed: int, directory: Path) -> dict[str, Any]:
         seconds, size = bulk_insert(store, n, seed)
         analyze_s = analyze(store)
         queries = run_queries(store)
+        plans = query_plans(store)
         store.dispose()
         return {
             "backend": backend,
@@ -231,6 +262,7 @@ def bench(backend: str, n: int, seed: int, directory: Path) -> dict[str, Any]:
             "document_kb": size / n / 1024,
             "analyze_s": analyze_s,
             "queries": queries,
+            "plans": plans,
         }
     finally:
         if server is not None:
@@ -327,6 +359,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix=f"matdx-bench-{backend}-") as directory:
             results.append(bench(backend, args.records, args.seed, Path(directory)))
     print(report(results))
+    for r in results:
+        print("\n".join(r["plans"]))
     # The targets are on what a query returns: its first page (the count is reported too).
     failed = [
         f"{r['backend']}: {label} {page_ms:.0f} ms"

@@ -56,9 +56,12 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
+from matdx.hpc.durable import fsync_many
+
 __all__ = [
     "CLAIM_FILE",
     "EVENTS_FILE",
+    "FARM_SYNCS",
     "Manifest",
     "Task",
     "TaskGraph",
@@ -82,6 +85,8 @@ TASK_LOG = "farm-task.log"
 LAUNCHER_PREFIXES = ("OMPI_", "PMIX_", "PMI_", "OPAL_", "ORTE_", "MPI_LOCAL", "I_MPI_", "HYDRA_")
 KEEP_MPI_VARIABLES = ("OMPI_ALLOW_RUN_AS_ROOT", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM")
 IDLE_SLEEP_S = 0.02  # how long an idle MPI rank sleeps between probes
+# Set in worker processes whose farm makes the manifest's ``sync`` files durable itself.
+FARM_SYNCS = "MATDX_FARM_SYNCS"
 
 
 @dataclass(frozen=True)
@@ -132,6 +137,10 @@ class Manifest:
         farm's start plus ``walltime_s - margin_s``. None when there is no limit.
     margin_s
         Time kept free at the end of the walltime, s (start-up, harvesting, clock skew).
+    sync
+        Names of files in a task directory the farm makes durable (fsync, batched over the
+        tasks that ended together) before it writes their ``end`` events; worker processes
+        are told so (``MATDX_FARM_SYNCS=1``) and may skip fsyncs of their own.
     """
 
     batch_id: str
@@ -142,6 +151,7 @@ class Manifest:
     environment: dict[str, str] = field(default_factory=dict)
     walltime_s: float | None = None
     margin_s: float = 0.0
+    sync: list[str] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: str | Path) -> Manifest:
@@ -166,6 +176,7 @@ class Manifest:
             dict(data.get("environment", {})),
             data.get("walltime_s"),
             float(data.get("margin_s") or 0.0),
+            [str(name) for name in data.get("sync", [])],
         )
 
     def dump(self, path: str | Path) -> None:
@@ -177,6 +188,7 @@ class Manifest:
             "environment": self.environment,
             "walltime_s": self.walltime_s,
             "margin_s": self.margin_s,
+            "sync": self.sync,
             "tasks": [
                 {
                     "id": t.id,
@@ -222,28 +234,32 @@ class TaskGraph:
         for t in tasks:
             for parent in self._waiting_on[t.id]:
                 self._children[parent].append(t.id)
-        self._ready = [i for i in self.order if not self._waiting_on[i]]
+        # An ordered set: ready tasks not yet started, in manifest order, then as released.
+        self._ready = dict.fromkeys(i for i in self.order if not self._waiting_on[i])
         self.blocked: set[str] = set()
         self.started: set[str] = set()
         self.ended: dict[str, str] = {}
+        self._running: set[str] = set()
 
     def ready(self) -> list[str]:
         """Ready tasks not yet started, in manifest order."""
-        self._ready = [i for i in self._ready if i not in self.started]
         return list(self._ready)
 
     def start(self, task_id: str) -> None:
         self.started.add(task_id)
+        self._running.add(task_id)
+        self._ready.pop(task_id, None)
 
     def end(self, task_id: str, status: str) -> None:
         self.ended[task_id] = status
+        self._running.discard(task_id)
         if status not in RELEASING:
             self._block_below(task_id)
             return
         for child in self._children[task_id]:
             self._waiting_on[child].discard(task_id)
             if not self._waiting_on[child] and child not in self.blocked:
-                self._ready.append(child)
+                self._ready[child] = None
 
     def _block_below(self, task_id: str) -> None:
         stack = list(self._children[task_id])
@@ -255,7 +271,8 @@ class TaskGraph:
 
     @property
     def running(self) -> set[str]:
-        return self.started - set(self.ended)
+        """Tasks started and not ended."""
+        return self._running
 
 
 class EventLog:
@@ -403,9 +420,13 @@ def run_in_process(
 # -- worker processes ------------------------------------------------------------------------
 
 
-def _worker_loop(connection: Connection, runner_path: str) -> None:
+def _worker_loop(
+    connection: Connection, runner_path: str, on_start: Callable[[], None] | None = None
+) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if on_start is not None:
+        on_start()
     runner = load_runner(runner_path)
     while True:
         try:
@@ -419,10 +440,12 @@ def _worker_loop(connection: Connection, runner_path: str) -> None:
 
 
 class _Worker:
-    def __init__(self, context: Any, runner_path: str) -> None:
+    def __init__(
+        self, context: Any, runner_path: str, on_start: Callable[[], None] | None = None
+    ) -> None:
         self.connection, child_end = context.Pipe()
         self.process = context.Process(
-            target=_worker_loop, args=(child_end, runner_path), daemon=True
+            target=_worker_loop, args=(child_end, runner_path, on_start), daemon=True
         )
         self.process.start()
         child_end.close()
@@ -449,12 +472,33 @@ class ProcessPool:
 
     mode = "processes"
 
-    def __init__(self, workers: int, runner_path: str) -> None:
+    def __init__(
+        self, workers: int, runner_path: str, on_start: Callable[[], None] | None = None
+    ) -> None:
         load_runner(runner_path)  # import once in the parent: forked workers inherit it
         self._context = multiprocessing.get_context("fork")
         self._runner_path = runner_path
-        self.workers = [_Worker(self._context, runner_path) for _ in range(max(1, workers))]
+        self._on_start = on_start  # called first in every worker (e.g. a parent-death signal)
+        self.workers = [self._new_worker() for _ in range(max(1, workers))]
         self._cores: dict[str, int] = {}
+
+    def _new_worker(self) -> _Worker:
+        return _Worker(self._context, self._runner_path, self._on_start)
+
+    def grow(self, workers: int) -> None:
+        """Start workers until there are ``workers``."""
+        while len(self.workers) < workers:
+            self.workers.append(self._new_worker())
+
+    def kill_task(self, task_id: str) -> None:
+        """Kill the worker running ``task_id`` (its result is never reported) and replace it."""
+        for worker in self.workers:
+            if worker.task == task_id:
+                worker.stop(kill=True)
+                self.workers.remove(worker)
+                self.workers.append(self._new_worker())
+                self._cores.pop(task_id, None)
+                return
 
     @property
     def size(self) -> int:
@@ -480,15 +524,20 @@ class ProcessPool:
         worker.connection.send((task.id, task.dir))
         return {"pid": worker.process.pid}
 
-    def results(self, timeout: float | None) -> Iterator[tuple[str, str]]:
-        """Yield (task id, status) for tasks that ended, waiting up to ``timeout`` seconds."""
+    def results(
+        self, timeout: float | None, extra: Iterable[Any] = ()
+    ) -> Iterator[tuple[str, str]]:
+        """Yield (task id, status) for tasks that ended, waiting up to ``timeout`` seconds
+        (or until one of the ``extra`` file descriptors is readable)."""
         busy = [w for w in self.workers if w.task is not None]
         by_handle: dict[Any, _Worker] = {}
         for w in busy:
             by_handle[w.connection] = w
             by_handle[w.process.sentinel] = w
-        for handle in wait(list(by_handle), timeout=timeout):
-            worker = by_handle[handle]
+        for handle in wait([*by_handle, *extra], timeout=timeout):
+            worker = by_handle.get(handle)
+            if worker is None:
+                continue
             if worker.task is None:
                 continue
             task_id = worker.task
@@ -506,7 +555,7 @@ class ProcessPool:
                 worker.task = None
                 self._cores.pop(task_id, None)
                 self.workers.remove(worker)
-                self.workers.append(_Worker(self._context, self._runner_path))
+                self.workers.append(self._new_worker())
                 yield task_id, f"crashed: worker exit code {code}"
 
     def close(self, kill: bool = False) -> None:
@@ -697,8 +746,11 @@ def run_farm(
         )
         if comm is not None:
             pool = MPIPool(comm)
-        pool = pool or ProcessPool(manifest.workers, manifest.runner)
-        _schedule(graph, pool, manifest.deadline_from(started), events)
+        if pool is None:
+            if manifest.sync:
+                os.environ[FARM_SYNCS] = "1"  # inherited by the forked workers
+            pool = ProcessPool(manifest.workers, manifest.runner)
+        _schedule(graph, pool, manifest.deadline_from(started), events, manifest.sync)
     except _Stop as stop:
         reason = f"signal {stop}"
     finally:
@@ -713,32 +765,62 @@ def run_farm(
     return unfinished
 
 
-def _schedule(
+def start_ready(
     graph: TaskGraph, pool: ProcessPool | MPIPool, deadline: float | None, events: EventLog
 ) -> None:
-    """Start ready tasks on free slots in manifest order until nothing more can run."""
+    """Start ready tasks on free slots, in manifest order, as far as slots allow."""
+    now = time.time()
+    for task_id in graph.ready():
+        task = graph.tasks[task_id]
+        late = deadline is not None and (
+            now >= deadline or now + (task.estimate_s or 0.0) > deadline
+        )
+        if late:
+            continue  # would not finish before the walltime: leave it for a later batch
+        handle = pool.acquire(task.cores)
+        if handle is None:
+            if pool.free == 0:
+                break
+            continue  # too large for the slots free now; a smaller one may fit
+        graph.start(task_id)
+        where = pool.submit(handle, task)
+        events.write("start", task=task_id, cores=task.cores, **where)
+
+
+def report_ended(
+    graph: TaskGraph, ended: list[tuple[str, str]], sync: list[str], events: EventLog
+) -> None:
+    """Make the ``sync`` files of tasks that ended durable (one batched pass), then write
+    their ``end`` events: a task the log says ended has its result on disk."""
+    if sync:
+        fsync_many(Path(graph.tasks[t].dir) / name for t, _ in ended for name in sync)
+    for task_id, status in ended:
+        events.write("end", task=task_id, status=status)
+
+
+def _schedule(
+    graph: TaskGraph,
+    pool: ProcessPool | MPIPool,
+    deadline: float | None,
+    events: EventLog,
+    sync: list[str] | None = None,
+) -> None:
+    """Start ready tasks on free slots in manifest order until nothing more can run.
+
+    Dependents of tasks that ended are started first; the ended tasks' files are made
+    durable and their ``end`` events written while the dependents run.
+    """
+    ended: list[tuple[str, str]] = []
     while True:
-        now = time.time()
-        for task_id in graph.ready():
-            task = graph.tasks[task_id]
-            late = deadline is not None and (
-                now >= deadline or now + (task.estimate_s or 0.0) > deadline
-            )
-            if late:
-                continue  # would not finish before the walltime: leave it for a later batch
-            handle = pool.acquire(task.cores)
-            if handle is None:
-                if pool.free == 0:
-                    break
-                continue  # too large for the slots free now; a smaller one may fit
-            graph.start(task_id)
-            where = pool.submit(handle, task)
-            events.write("start", task=task_id, cores=task.cores, **where)
+        start_ready(graph, pool, deadline, events)
+        if ended:
+            report_ended(graph, ended, sync or [], events)
+            ended = []
         if not graph.running:
             return
         for task_id, status in pool.results(timeout=1.0):
             graph.end(task_id, status.split(":", 1)[0])
-            events.write("end", task=task_id, status=status)
+            ended.append((task_id, status))
 
 
 def main(argv: list[str] | None = None) -> int:

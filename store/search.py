@@ -38,6 +38,8 @@ __all__ = [
     "Range",
     "RecordQuery",
     "count_records",
+    "count_statement",
+    "page_statement",
     "parse_range",
     "query_conditions",
     "reduced_formula",
@@ -353,6 +355,31 @@ class Page:
     next_after: str | None = None
 
 
+def page_statement(
+    query: RecordQuery, requester: Requester, *, documents: bool = False,
+    now: datetime | None = None,
+) -> Select:
+    """The SELECT of one page of :func:`search_records` (keyset pagination on record_id: a
+    page costs the same however deep it is), e.g. to EXPLAIN it."""
+    columns = (Record.record_id, Record.document) if documents else SUMMARY_COLUMNS
+    full = access_filter(requester, Purpose.RESULTS, now=now).label("results_visible")
+    statement = _filtered(
+        select(*columns, Record.created_at.label("dated"), full), query, requester,
+        Purpose.READ, now,
+    )
+    if query.after is not None:
+        statement = statement.where(Record.record_id > query.after)
+    return statement.order_by(Record.record_id).limit(query.limit + 1)
+
+
+def count_statement(
+    query: RecordQuery, requester: Requester, *, now: datetime | None = None
+) -> Select:
+    """The SELECT of :func:`count_records`."""
+    return _filtered(select(func.count()).select_from(Record), query, requester,
+                     Purpose.READ, now)
+
+
 def search_records(
     session: Session,
     query: RecordQuery,
@@ -381,15 +408,8 @@ def search_records(
         (eV/atom), ``campaign_id``, ``owner``, ``project``, ``access``, ``license``,
         ``created_at`` and ``properties`` (name → value); or, with ``documents``, the documents.
     """
-    columns = (Record.record_id, Record.document) if documents else SUMMARY_COLUMNS
-    full = access_filter(requester, Purpose.RESULTS, now=now).label("results_visible")
-    statement = _filtered(
-        select(*columns, Record.created_at.label("dated"), full), query, requester,
-        Purpose.READ, now,
-    )
-    if query.after is not None:
-        statement = statement.where(Record.record_id > query.after)
-    rows = session.execute(statement.order_by(Record.record_id).limit(query.limit + 1)).all()
+    statement = page_statement(query, requester, documents=documents, now=now)
+    rows = session.execute(statement).all()
     more = len(rows) > query.limit
     rows = rows[: query.limit]
     page = Page(next_after=rows[-1].record_id if more else None)
@@ -431,7 +451,4 @@ def count_records(
     session: Session, query: RecordQuery, requester: Requester, *, now: datetime | None = None
 ) -> int:
     """How many records ``requester`` may read match ``query`` (ignoring pagination)."""
-    statement = _filtered(
-        select(func.count()).select_from(Record), query, requester, Purpose.READ, now
-    )
-    return session.scalar(statement) or 0
+    return session.scalar(count_statement(query, requester, now=now)) or 0

@@ -10,6 +10,7 @@ only with ``--store-backend sqlite`` (or ``postgresql``).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -138,6 +139,12 @@ def _stop_farms(home: Path) -> None:
             ):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(event["pid"], 9)
+    pool = home / "pool" / "pool.json"  # the local executor's warm pool, before any batch
+    with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
+        started = json.loads(pool.read_text())
+        if process_start_time(started["pid"]) == started["start_time"]:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(started["pid"], 9)
 
 
 def matdx_cli(

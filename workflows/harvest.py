@@ -31,7 +31,7 @@ from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from matdx.hpc.farm import ABANDONED, TASK_LOG, batch_claimant, claim_batch, read_events
+from matdx.hpc.farm import ABANDONED, EVENTS_FILE, TASK_LOG, batch_claimant, claim_batch
 from matdx.safety.text import first_unsafe
 from matdx.store.artifacts import ObjectTooLarge, StoreWriteError
 from matdx.store.models import (
@@ -93,16 +93,50 @@ class HarvestReport:
     busy: dict[str, int] = field(default_factory=dict)  # batch id -> slots still occupied
 
 
+@dataclass
+class _Progress:
+    """What this process has read of one batch's event log so far."""
+
+    offset: int = 0  # bytes read, up to the end of the last whole line
+    ended: dict[str, str] = field(default_factory=dict)
+    finished: str | None = None
+    settled: set[str] = field(default_factory=set)  # ended tasks found no longer RUNNING
+
+
+# Event logs are append-only: a tick run again in the same process (``matdx run``, the
+# benchmark) reads only what was appended since, instead of the whole log every time.
+_PROGRESS: dict[tuple[str, str], _Progress] = {}
+
+
+def _progress(batch: Batch) -> _Progress:
+    key = (batch.id, str(batch.directory))
+    progress = _PROGRESS.setdefault(key, _Progress())
+    try:
+        with open(Path(batch.directory) / EVENTS_FILE, "rb") as handle:
+            if os.fstat(handle.fileno()).st_size < progress.offset:  # not the log read before
+                progress = _PROGRESS[key] = _Progress()
+            handle.seek(progress.offset)
+            data = handle.read()
+    except FileNotFoundError:
+        return progress
+    whole = data.rfind(b"\n") + 1  # a partial last line is read again next time
+    progress.offset += whole
+    for line in data[:whole].splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if event.get("event") == "end":
+            progress.ended[event["task"]] = event["status"]
+        elif event.get("event") == "farm-end":
+            progress.finished = event.get("reason", "finished")
+    return progress
+
+
 def batch_progress(batch: Batch) -> tuple[dict[str, str], str | None]:
     """Tasks that ended (id -> farm status), and why the farm finished (None while it runs)."""
-    ended: dict[str, str] = {}
-    finished = None
-    for event in read_events(batch.directory):
-        if event["event"] == "end":
-            ended[event["task"]] = event["status"]
-        elif event["event"] == "farm-end":
-            finished = event.get("reason", "finished")
-    return ended, finished
+    progress = _progress(batch)
+    return dict(progress.ended), progress.finished
 
 
 def harvest(store: Store, executors: Mapping[str, Executor]) -> HarvestReport:
@@ -157,19 +191,31 @@ def _settle_launch(store: Store, executor: Executor, batch: Batch) -> None:
 
 
 def _harvest_batch(store: Store, batch: Batch, status: BatchStatus, report: HarvestReport) -> None:
-    ended, finished = batch_progress(batch)
+    progress = _progress(batch)
+    ended, finished = progress.ended, progress.finished
     # A farm stopped by a signal (walltime, scancel) is over, but the batch is ended only once
     # the executor says why, so that the requeued attempts and the report name the cause.
     stopped = finished is not None and finished.startswith("signal") and status.alive
     over = (finished is not None and not stopped) or not status.alive
     if batch.state == BatchState.LAUNCHING and batch_claimant(batch.directory) != ABANDONED:
         return  # still starting
+    query = (
+        select(Job.id, Job.attempt, Job.run_dir, Campaign.executor)
+        .join(Campaign, Campaign.id == Job.campaign_id)
+        .where(Job.batch_id == batch.id, Job.state == JobState.RUNNING)
+    )
+    # While the farm runs, only tasks that ended and were not found harvested already are
+    # looked at, so a tick costs what it harvests, not what the batch holds.
+    candidates = None if over else [t for t in ended if t not in progress.settled]
     with store.transaction() as session:
-        running = session.execute(
-            select(Job.id, Job.attempt, Job.run_dir, Campaign.executor)
-            .join(Campaign, Campaign.id == Job.campaign_id)
-            .where(Job.batch_id == batch.id, Job.state == JobState.RUNNING)
-        ).all()
+        if candidates is None:
+            running = session.execute(query).all()
+        else:
+            running = []
+            for start in range(0, len(candidates), CHUNK):
+                chunk = candidates[start : start + CHUNK]
+                running += session.execute(query.where(Job.id.in_(chunk))).all()
+            progress.settled.update(set(candidates) - {row[0] for row in running})
     report.busy[batch.id] = min(batch.workers, batch.n_tasks - len(ended))
     todo = []
     lost = []
@@ -239,6 +285,7 @@ def _harvest_batch(store: Store, batch: Batch, status: BatchStatus, report: Harv
             )
         report.batches_ended += 1
         report.busy.pop(batch.id, None)
+        _PROGRESS.pop((batch.id, str(batch.directory)), None)
 
 
 def _requeue(session: Session, job_ids: list[str], reason: str) -> None:

@@ -49,7 +49,12 @@ from matdx.workflows.outputs import OutputNotReady, job_outputs
 from matdx.workflows.packing import PackTask, farm_order, pack
 from matdx.workflows.records import matdx_version
 from matdx.workflows.reference import resolve_references
-from matdx.workflows.rundir import JOB_FILE, write_json_atomic
+from matdx.workflows.rundir import (
+    JOB_FILE,
+    RESULT_FILE,
+    fsync_directory,
+    fsync_many,
+)
 from matdx.workflows.states import move, move_each
 
 __all__ = ["LaunchReport", "launch", "plan_batch"]
@@ -57,6 +62,9 @@ __all__ = ["LaunchReport", "launch", "plan_batch"]
 RUNNER = "matdx.workflows.run:run_task"
 HISTORY_ATTEMPTS = 50  # completed attempts of a function looked at for its run time
 ESTIMATE_SAFETY = 1.25  # estimate = longest of those × this
+# Files of a run directory the farm makes durable (batched) before it reports a task's end;
+# the runner then writes them without fsyncs of its own (see matdx.hpc.farm, "Durability").
+SYNCED_FILES = (JOB_FILE, RESULT_FILE)
 
 
 @dataclass
@@ -313,12 +321,13 @@ def _claim_batches(
         jobs = _reject_unfit(session, jobs, estimates, allocation, report)
         by_id = {job.id: job for job in jobs}
         parents: dict[str, list[str]] = {job.id: [] for job in jobs}
+        # Children in the batch only: with a second IN list on parent_id, SQLite probes the
+        # primary key for every (parent, child) pair, N² for a batch of N jobs.
         for child_id, parent_id in session.execute(
-            select(JobEdge.child_id, JobEdge.parent_id).where(
-                JobEdge.child_id.in_(list(by_id)), JobEdge.parent_id.in_(list(by_id))
-            )
+            select(JobEdge.child_id, JobEdge.parent_id).where(JobEdge.child_id.in_(list(by_id)))
         ):
-            parents[child_id].append(parent_id)
+            if parent_id in by_id:
+                parents[child_id].append(parent_id)
         candidates = [
             PackTask(job.id, _cores(job), estimates[job.id], tuple(parents[job.id]))
             for job in jobs
@@ -456,15 +465,15 @@ def _start(store: Store, executor: Executor, batch_id: str) -> int:
         ):
             parents[child_id].append(parent_id)
         tasks = []
+        specs: list[tuple[Path, dict[str, Any]]] = []
         for job in jobs:
             run_dir = run_dirs[job.id]
             run_dir.mkdir(exist_ok=True)
             in_batch = {p: run_dirs[p] for p in parents[job.id] if p in run_dirs}
             outside = {p for p in parents[job.id] if p not in run_dirs}
-            spec = _job_spec(store, session, job, job.attempt, run_dir, in_batch, outside)
-            # Written before the farm starts, so nothing reads it half-written; a tick killed
-            # here leaves a LAUNCHING batch that is abandoned whole.
-            write_json_atomic(run_dir / JOB_FILE, spec, allow_nan=True)
+            specs.append(
+                (run_dir, _job_spec(store, session, job, job.attempt, run_dir, in_batch, outside))
+            )
             tasks.append(
                 Task(
                     id=job.id,
@@ -475,16 +484,29 @@ def _start(store: Store, executor: Executor, batch_id: str) -> int:
                 )
             )
         directory = Path(batch.directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        manifest = directory / "manifest.json"
-        Manifest(
+        manifest_data = Manifest(
             batch_id=batch_id,
             runner=RUNNER,
             tasks=tasks,
             workers=batch.workers,
             walltime_s=(batch.info or {}).get("walltime_s"),
             margin_s=(batch.info or {}).get("margin_s") or 0.0,
-        ).dump(manifest)
+            sync=list(SYNCED_FILES),
+        )
+    # Outside the transaction: every job.json is written, then all are made durable at once
+    # (threaded fsyncs, then each directory), before the manifest names them. Nothing reads
+    # them before the farm starts, so nothing sees one half-written; a tick killed here leaves
+    # a LAUNCHING batch that is abandoned whole.
+    for run_dir, spec in specs:
+        # Written in place: no farm reads it before the manifest exists.
+        with open(run_dir / JOB_FILE, "w") as handle:
+            json.dump(spec, handle, allow_nan=True, separators=(",", ":"))
+    fsync_many([run_dir / JOB_FILE for run_dir, _ in specs])  # and each run directory
+    for campaign_dir in {run_dir.parent for run_dir, _ in specs}:
+        fsync_directory(campaign_dir)  # the new run directories' entries
+    directory.mkdir(parents=True, exist_ok=True)
+    manifest = directory / "manifest.json"
+    manifest_data.dump(manifest)
     started = executor.start(batch, str(manifest))
     with store.transaction() as session:
         batch = session.get(Batch, batch_id)

@@ -5,7 +5,8 @@ Usage::
     python -m matdx.workflows.run RUNDIR
 
 reads ``RUNDIR/job.json``, calls the job's function with the run directory as working
-directory, and writes ``RUNDIR/result.json``. The task farm calls :func:`run_task` the same way
+directory, and writes ``RUNDIR/result.json`` durably (in a task farm that makes results
+durable itself, batched, the farm does). The task farm calls :func:`run_task` the same way
 inside an allocation.
 
 When the job was packed into one batch with its parents, ``job.json`` lists those parents'
@@ -30,6 +31,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from matdx.hpc.farm import FARM_SYNCS
 from matdx.workflows.job import decode_inputs, load_function
 from matdx.workflows.protocol import RESULT_SCHEMA_VERSION, ResultFile
 from matdx.workflows.reference import resolve_references
@@ -128,7 +130,7 @@ def run_task(run_dir: str | Path) -> str:
     if spec.get("pending_parents"):
         if not _resolve_pending(spec):
             return TaskStatus.SKIPPED
-        write_json_atomic(run_dir / JOB_FILE, spec)
+        write_json_atomic(run_dir / JOB_FILE, spec, durable=_durable())
 
     result: dict[str, Any] = {
         "schema_version": RESULT_SCHEMA_VERSION,
@@ -171,8 +173,15 @@ def run_task(run_dir: str | Path) -> str:
         result.update(status="failed", output=None, response=None,
                       error=_describe(ValueError(f"result.json: {invalid}")))
         checked = ResultFile.model_validate(result)
-    write_json_atomic(result_file, checked.model_dump(mode="json"))
+    write_json_atomic(result_file, checked.model_dump(mode="json"), durable=_durable())
     return _status_of(result)
+
+
+def _durable() -> bool:
+    """Whether this process fsyncs what it writes: not in a task farm's worker whose farm
+    makes ``job.json`` and ``result.json`` durable itself, batched, before it reports the
+    task's end (``matdx.hpc.farm``, ``Manifest.sync``)."""
+    return os.environ.get(FARM_SYNCS) != "1"
 
 
 def _describe(error: Exception) -> dict[str, Any]:

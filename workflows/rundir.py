@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 
 from pydantic import ValidationError
 
+from matdx.hpc.durable import fsync_many
 from matdx.safety.text import first_unsafe
 from matdx.workflows.files import iter_artifacts
 from matdx.workflows.protocol import ResultFile
@@ -36,6 +37,7 @@ __all__ = [
     "UntrustedRunDir",
     "check_artifact_name",
     "fsync_directory",
+    "fsync_many",
     "input_hash",
     "open_in_run_dir",
     "read_json",
@@ -66,24 +68,30 @@ def fsync_directory(directory: str | Path) -> None:
         os.close(fd)
 
 
-def write_json_atomic(path: str | Path, data: Any, *, allow_nan: bool = False) -> None:
+def write_json_atomic(
+    path: str | Path, data: Any, *, allow_nan: bool = False, durable: bool = True
+) -> None:
     """Write ``data`` as JSON to ``path`` so that readers never see a partial file.
 
-    Temporary file in the same directory, fsync, rename, fsync of the directory.
+    Temporary file in the same directory, fsync, rename, fsync of the directory. With
+    ``durable=False`` the two fsyncs are left to the caller, who makes many files durable at
+    once with :func:`fsync_many` before anyone relies on them surviving a crash.
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w") as handle:
             json.dump(data, handle, allow_nan=allow_nan, separators=(",", ":"))
-            handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    fsync_directory(path.parent)
+    if durable:
+        fsync_directory(path.parent)
 
 
 def read_json(path: str | Path) -> Any:
