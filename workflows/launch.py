@@ -12,6 +12,10 @@ batch; a batch queue: as few batch jobs as walltime, cores and queue cap allow) 
 3. the executor starts the farm (or submits its batch job), and a transaction marks the
    batch ACTIVE with the scheduler's job id.
 
+After a batch of an executor died before its farm started (a broken batch environment, see
+:mod:`matdx.workflows.harvest`), nothing more is submitted on that executor while another of
+its batches is still queued: that one shows whether the failure repeats.
+
 A tick killed between 1 and 3 leaves a LAUNCHING batch, which the next harvest either adopts
 (its farm started) or claims as abandoned and requeues (see :mod:`matdx.workflows.harvest`).
 """
@@ -220,11 +224,33 @@ def launch(
         by_spec.setdefault(same, (spec, []))[1].append(campaign_id)
     for name, by_spec in groups.items():
         executor = executors[name]
+        if _startup_in_doubt(store, name):
+            continue
         for spec, campaign_ids in by_spec.values():
             for batch_id in _claim_batches(store, executor, spec, campaign_ids, busy, report):
                 report.launched += _start(store, executor, batch_id)
                 report.batches.append(batch_id)
     return report
+
+
+def _startup_in_doubt(store: Store, executor: str) -> bool:
+    """True when the executor's last ended batch died before its farm started and another
+    of its batches has not ended yet (wait for it before submitting more)."""
+    with store.transaction() as session:
+        last = session.scalars(
+            select(Batch)
+            .where(Batch.executor == executor, Batch.state == BatchState.ENDED)
+            .order_by(Batch.ended_at.desc())
+            .limit(1)
+        ).first()
+        if last is None or not (last.info or {}).get("startup_failure"):
+            return False
+        return session.scalar(
+            select(Batch.id)
+            .where(Batch.executor == executor,
+                   Batch.state.in_([BatchState.LAUNCHING, BatchState.ACTIVE]))
+            .limit(1)
+        ) is not None
 
 
 def _estimates(
