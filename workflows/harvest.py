@@ -36,6 +36,7 @@ from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
+from matdx.hpc.errors import HPCError
 from matdx.hpc.farm import ABANDONED, batch_claimant, claim_batch, read_events
 from matdx.hpc.startup import FIX_HINT
 from matdx.safety.text import first_unsafe
@@ -150,10 +151,19 @@ def _settle_launch(store: Store, executor: Executor, batch: Batch) -> None:
     Path(batch.directory).mkdir(parents=True, exist_ok=True)  # killed before it was made
     if claim_batch(batch.directory, ABANDONED) or batch_claimant(batch.directory) == ABANDONED:
         with store.transaction() as session:
-            session.get(Batch, batch.id).reason = "launch interrupted; abandoned"
-        executor.abandon(batch)
+            row = session.get(Batch, batch.id)
+            row.reason = row.reason or "launch interrupted; abandoned"
+        try:
+            executor.abandon(batch)
+        except HPCError as error:  # its farm can never run a task: the job only idles
+            log.warning("%s: could not look for a batch job of abandoned batch %s: %s",
+                        executor.name, batch.id[:8], error)
         return
-    found = executor.adopt(batch)
+    try:
+        found = executor.adopt(batch)
+    except HPCError as error:  # the scheduler did not answer: decide at the next tick
+        log.warning("%s: batch %s not adopted yet: %s", executor.name, batch.id[:8], error)
+        return
     with store.transaction() as session:
         row = session.get(Batch, batch.id)
         row.state = BatchState.ACTIVE

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,7 +34,8 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from matdx.hpc.farm import Manifest, Task
+from matdx.hpc.errors import HPCError
+from matdx.hpc.farm import ABANDONED, Manifest, Task, claim_batch
 from matdx.store.lock import claim_rows
 from matdx.store.models import (
     Attempt,
@@ -57,6 +59,8 @@ from matdx.workflows.rundir import JOB_FILE, write_json_atomic
 from matdx.workflows.states import move, move_each
 
 __all__ = ["LaunchReport", "launch", "plan_batch"]
+
+log = logging.getLogger("matdx.workflows")
 
 RUNNER = "matdx.workflows.run:run_task"
 HISTORY_ATTEMPTS = 50  # completed attempts of a function looked at for its run time
@@ -511,7 +515,17 @@ def _start(store: Store, executor: Executor, batch_id: str) -> int:
             walltime_s=(batch.info or {}).get("walltime_s"),
             margin_s=(batch.info or {}).get("margin_s") or 0.0,
         ).dump(manifest)
-    started = executor.start(batch, str(manifest))
+    try:
+        started = executor.start(batch, str(manifest))
+    except HPCError as error:
+        # Submission failed (sbatch refused it or timed out): the batch is given up, so that
+        # its farm can never start; the next harvest cancels a job the scheduler may have
+        # taken anyway (found by name) and requeues the jobs without spending a retry.
+        log.warning("%s: batch %s not started: %s", executor.name, batch_id[:8], error)
+        claim_batch(batch.directory, ABANDONED)
+        with store.transaction() as session:
+            session.get(Batch, batch_id).reason = f"submission failed: {error}"
+        return 0
     with store.transaction() as session:
         batch = session.get(Batch, batch_id)
         if batch.state == BatchState.LAUNCHING:
