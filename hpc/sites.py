@@ -169,6 +169,13 @@ class SiteProfile(BaseModel):
         MPI launcher.
     modules, environment, pre_commands, post_commands
         Added to every request (site first, then the request's own).
+    python : str, optional
+        The Python that runs matdx's task farm on the compute nodes (an absolute path, or a
+        name found on the batch job's ``PATH`` after the modules and pre_commands); by
+        default the Python running matdx here.
+    programs : list of str
+        Programs the site's jobs run (``pw.x``, ``lmp``...), which ``matdx hpc check``
+        starts in the site's environment.
     scratch : str
         Run directories' root on a filesystem the compute nodes see; may use
         ``$VAR`` and ``~`` (expanded by :meth:`scratch_path`).
@@ -202,7 +209,26 @@ class SiteProfile(BaseModel):
     environment: dict[str, str] = Field(default_factory=dict)
     pre_commands: Commands = ()
     post_commands: Commands = ()
+    python: str | None = None
+    programs: tuple[str, ...] = ()
     scratch: str
+
+    @field_validator("python")
+    @classmethod
+    def _python(cls, value: str | None) -> str | None:
+        if value is not None and (not _PROGRAM_RE.fullmatch(value) or value.startswith("-")):
+            raise ValueError(f"{value!r} is not a program name or path")
+        return value
+
+    @field_validator("programs", mode="before")
+    @classmethod
+    def _programs(cls, value: Any) -> tuple[str, ...]:
+        programs = _as_tuple(value)
+        for program in programs:
+            if not isinstance(program, str) or not _PROGRAM_RE.fullmatch(program) \
+                    or program.startswith("-"):
+                raise ValueError(f"{program!r} is not a program name or path")
+        return programs
 
     @field_validator("name")
     @classmethod
@@ -533,6 +559,8 @@ def check_site(
     *,
     runner: Runner | None = None,
     which: Callable[[str], str | None] = shutil.which,
+    probe: bool = False,
+    probe_timeout_s: float = 300.0,
 ) -> SiteCheckReport:
     """Validate a site profile and, where possible, compare it with the live scheduler.
 
@@ -548,6 +576,12 @@ def check_site(
         Command runner passed to the adapter (tests replay recorded output).
     which : callable
         Program lookup, :func:`shutil.which` by default.
+    probe : bool
+        Also submit the probe job (:mod:`matdx.hpc.probe`), which reports whether matdx,
+        mpi4py, the MPI launcher and each of the profile's ``programs`` start in the
+        site's real batch environment (only when the scheduler is reachable).
+    probe_timeout_s : float
+        Longest wait for the probe job, s.
 
     Returns
     -------
@@ -580,6 +614,8 @@ def check_site(
     else:
         report.add("commands", "pass", f"found {', '.join(adapter.programs)}")
         _check_partitions(site, adapter, report)
+        if probe:
+            _probe(site, adapter, report, probe_timeout_s)
     launcher = site.mpi.launcher
     if which(launcher) is None:
         report.add("mpi", "warn",
@@ -588,6 +624,20 @@ def check_site(
     else:
         report.add("mpi", "pass", f"launcher {launcher!r} found")
     return report
+
+
+def _probe(site: SiteProfile, adapter: Scheduler, report: SiteCheckReport,
+           timeout_s: float) -> None:
+    from matdx.hpc.probe import probe_site
+
+    try:
+        findings = probe_site(site, adapter, timeout_s=timeout_s)
+    except (HPCError, OSError, ResourceError) as err:
+        report.add("probe job", "fail", str(err))
+        return
+    for finding in findings:
+        status: CheckStatus = "pass" if finding.status == "pass" else "fail"
+        report.add(f"batch job: {finding.name}", status, finding.detail)
 
 
 def _check_scratch(site: SiteProfile, report: SiteCheckReport) -> None:

@@ -162,7 +162,12 @@ class SlurmScheduler(Scheduler):
     )
 
     def header_lines(self, resources: Resources) -> list[str]:
-        """``#SBATCH`` lines; memory is per node (``--mem``)."""
+        """``#SBATCH`` lines; memory is per node (``--mem``).
+
+        ``--no-requeue``: a job whose node failed is not restarted by Slurm; matdx requeues
+        its unfinished tasks itself (a restarted farm would find its batch already claimed,
+        after Slurm's requeue delay).
+        """
         d = self._directive
         r = resources
         lines = [
@@ -171,6 +176,7 @@ class SlurmScheduler(Scheduler):
             d(f"--ntasks-per-node={r.ranks_per_node}"),
             d(f"--cpus-per-task={r.threads_per_rank}"),
             d(f"--time={format_slurm_time(r.walltime)}"),
+            d("--no-requeue"),
         ]
         if r.memory is not None:
             lines.append(d(f"--mem={r.memory}M"))

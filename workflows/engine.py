@@ -53,15 +53,16 @@ class TickReport:
         )
 
     def summary(self) -> str:
-        """One line, for cron logs."""
+        """One line, for cron logs (and one more per executor whose jobs were stopped)."""
         counts = " ".join(f"{state.lower()}={n}" for state, n in sorted(self.states.items()))
+        halted = "".join(f"\nstopped {message}" for message in self.harvest.halted.values())
         return (
             f"tick {self.seconds * 1000:.0f} ms: harvested {self.harvest.completed} "
             f"failed {self.harvest.errored} requeued {self.harvest.requeued} "
             f"retried {self.recover.retried + self.recover.corrected} "
             f"expanded {self.expand.responses} released {self.release.released} "
             f"reused {self.release.reused} launched {self.launch.launched} in "
-            f"{len(self.launch.batches)} batch(es) | {counts}"
+            f"{len(self.launch.batches)} batch(es) | {counts}{halted}"
         )
 
 

@@ -10,7 +10,12 @@ Files are read, hashed and copied into the artifact store before the write trans
 so the store is locked only while rows are written. An error of the store itself (disk full,
 permissions, lost database connection) is nobody's failure: the result stays in its run
 directory, no retry is spent, and the next tick records it. A batch that is over (its farm
-ended, or died) has its remaining tasks requeued without spending a retry. Running the same
+ended, or died) has its remaining tasks requeued without spending a retry. A batch job that
+died before its farm started because its environment is broken (its output names the cause,
+e.g. ``No module named 'mpi4py'``) is requeued once; when the next batch job of the same
+executor dies of the same cause, the executor's unfinished jobs are FAILED with one message
+naming the cause and the fix, spending no retry, instead of being submitted again and again.
+Running the same
 harvest twice is harmless: a job is harvested only while it is RUNNING with the attempt the
 result names, and the store allows one record per job attempt.
 """
@@ -31,7 +36,15 @@ from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from matdx.hpc.farm import ABANDONED, EVENTS_FILE, TASK_LOG, batch_claimant, claim_batch
+from matdx.hpc.errors import HPCError
+from matdx.hpc.farm import (
+    ABANDONED,
+    EVENTS_FILE,
+    TASK_LOG,
+    batch_claimant,
+    claim_batch,
+)
+from matdx.hpc.startup import FIX_HINT
 from matdx.safety.text import first_unsafe
 from matdx.store.artifacts import ObjectTooLarge, StoreWriteError
 from matdx.store.models import (
@@ -53,6 +66,7 @@ from matdx.store.records import ArtifactReference
 from matdx.store.store import Store
 from matdx.workflows.crash import crash_reason
 from matdx.workflows.executors.base import BatchStatus, Executor
+from matdx.workflows.executors.spec import executor_key
 from matdx.workflows.files import iter_artifacts
 from matdx.workflows.records import build_record
 from matdx.workflows.rundir import (
@@ -91,6 +105,8 @@ class HarvestReport:
     deferred: int = 0
     refused: dict[str, str] = field(default_factory=dict)  # job id -> why its run dir was refused
     busy: dict[str, int] = field(default_factory=dict)  # batch id -> slots still occupied
+    # executor -> why its jobs were stopped (the same startup failure ended two batch jobs)
+    halted: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -177,10 +193,19 @@ def _settle_launch(store: Store, executor: Executor, batch: Batch) -> None:
     Path(batch.directory).mkdir(parents=True, exist_ok=True)  # killed before it was made
     if claim_batch(batch.directory, ABANDONED) or batch_claimant(batch.directory) == ABANDONED:
         with store.transaction() as session:
-            session.get(Batch, batch.id).reason = "launch interrupted; abandoned"
-        executor.abandon(batch)
+            row = session.get(Batch, batch.id)
+            row.reason = row.reason or "launch interrupted; abandoned"
+        try:
+            executor.abandon(batch)
+        except HPCError as error:  # its farm can never run a task: the job only idles
+            log.warning("%s: could not look for a batch job of abandoned batch %s: %s",
+                        executor.name, batch.id[:8], error)
         return
-    found = executor.adopt(batch)
+    try:
+        found = executor.adopt(batch)
+    except HPCError as error:  # the scheduler did not answer: decide at the next tick
+        log.warning("%s: batch %s not adopted yet: %s", executor.name, batch.id[:8], error)
+        return
     with store.transaction() as session:
         row = session.get(Batch, batch.id)
         row.state = BatchState.ACTIVE
@@ -264,6 +289,16 @@ def _harvest_batch(store: Store, batch: Batch, status: BatchStatus, report: Harv
     report.deferred += deferred
     if deferred:
         over = False  # the batch stays active until every result it left is recorded
+    halt = None
+    if status.startup_failure is not None and _repeated_startup_failure(
+        store, batch, status.startup_failure
+    ):
+        halt = _halt_message(batch.executor, status.startup_failure)
+        with store.transaction() as session:
+            stopped_jobs = _halt(session, batch, lost, halt)
+        log.error("%s (%d job(s) FAILED)", halt, stopped_jobs)
+        report.halted[batch.executor] = halt
+        lost = []
     if lost:
         if status.infrastructure_failure or finished is None or finished.startswith("signal"):
             reason = f"batch {batch.id[:8]} ended: {status.reason or finished or 'unknown reason'}"
@@ -283,9 +318,66 @@ def _harvest_batch(store: Store, batch: Batch, status: BatchStatus, report: Harv
             row.reason = row.reason or (
                 status.reason if status.infrastructure_failure else finished or status.reason
             )
+            if status.startup_failure is not None:
+                row.info = {**(row.info or {}), "startup_failure": status.startup_failure}
         report.batches_ended += 1
         report.busy.pop(batch.id, None)
         _PROGRESS.pop((batch.id, str(batch.directory)), None)
+
+
+def _repeated_startup_failure(store: Store, batch: Batch, cause: str) -> bool:
+    """True when the batch job of the same executor that ended last died of ``cause`` too."""
+    with store.transaction() as session:
+        previous = session.scalars(
+            select(Batch)
+            .where(Batch.executor == batch.executor, Batch.state == BatchState.ENDED,
+                   Batch.id != batch.id)
+            .order_by(Batch.ended_at.desc())
+            .limit(1)
+        ).first()
+    return previous is not None and (previous.info or {}).get("startup_failure") == cause
+
+
+def _halt_message(executor: str, cause: str) -> str:
+    site = executor.split(":", 1)[-1]
+    return (
+        f"{executor}: 2 batch jobs in a row died before their farm started with `{cause}`; "
+        f"their jobs are FAILED without spending a retry and nothing more is submitted. Fix: "
+        + FIX_HINT.format(site=site)
+    )
+
+
+def _halt(session: Session, batch: Batch, lost: list[str], message: str) -> int:
+    """FAIL the jobs lost with ``batch`` and every READY or WAITING job of the campaigns on
+    its executor, without spending a retry; returns how many."""
+    session.execute(
+        Attempt.__table__.update()
+        .where(Attempt.job_id.in_(select(Job.id).where(Job.batch_id == batch.id)),
+               Attempt.state == AttemptState.RUNNING)
+        .values(state=AttemptState.LOST, reason=message, finished_at=utcnow())
+    )
+    failed = move(session, lost, JobState.RUNNING, JobState.FAILED, batch_id=None,
+                  reason=message)
+    campaigns = [
+        campaign_id
+        for campaign_id, spec in session.execute(
+            select(Campaign.id, Campaign.executor).where(
+                Campaign.id.in_(
+                    select(Job.campaign_id).where(Job.state.in_([JobState.READY,
+                                                                 JobState.WAITING]))
+                )
+            )
+        )
+        if executor_key(spec) == batch.executor
+    ]
+    if campaigns:
+        waiting = session.scalars(
+            select(Job.id).where(Job.campaign_id.in_(campaigns),
+                                 Job.state.in_([JobState.READY, JobState.WAITING]))
+        ).all()
+        failed += move(session, waiting, [JobState.READY, JobState.WAITING], JobState.FAILED,
+                       reason=message)
+    return failed
 
 
 def _requeue(session: Session, job_ids: list[str], reason: str) -> None:

@@ -12,6 +12,10 @@ batch; a batch queue: as few batch jobs as walltime, cores and queue cap allow) 
 3. the executor starts the farm (or submits its batch job), and a transaction marks the
    batch ACTIVE with the scheduler's job id.
 
+After a batch of an executor died before its farm started (a broken batch environment, see
+:mod:`matdx.workflows.harvest`), nothing more is submitted on that executor while another of
+its batches is still queued: that one shows whether the failure repeats.
+
 A tick killed between 1 and 3 leaves a LAUNCHING batch, which the next harvest either adopts
 (its farm started) or claims as abandoned and requeues (see :mod:`matdx.workflows.harvest`).
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,7 +34,8 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from matdx.hpc.farm import Manifest, Task
+from matdx.hpc.errors import HPCError
+from matdx.hpc.farm import ABANDONED, Manifest, Task, claim_batch
 from matdx.store.lock import claim_rows
 from matdx.store.models import (
     Attempt,
@@ -58,6 +64,8 @@ from matdx.workflows.rundir import (
 from matdx.workflows.states import move, move_each
 
 __all__ = ["LaunchReport", "launch", "plan_batch"]
+
+log = logging.getLogger("matdx.workflows")
 
 RUNNER = "matdx.workflows.run:run_task"
 HISTORY_ATTEMPTS = 50  # completed attempts of a function looked at for its run time
@@ -228,11 +236,33 @@ def launch(
         by_spec.setdefault(same, (spec, []))[1].append(campaign_id)
     for name, by_spec in groups.items():
         executor = executors[name]
+        if _startup_in_doubt(store, name):
+            continue
         for spec, campaign_ids in by_spec.values():
             for batch_id in _claim_batches(store, executor, spec, campaign_ids, busy, report):
                 report.launched += _start(store, executor, batch_id)
                 report.batches.append(batch_id)
     return report
+
+
+def _startup_in_doubt(store: Store, executor: str) -> bool:
+    """True when the executor's last ended batch died before its farm started and another
+    of its batches has not ended yet (wait for it before submitting more)."""
+    with store.transaction() as session:
+        last = session.scalars(
+            select(Batch)
+            .where(Batch.executor == executor, Batch.state == BatchState.ENDED)
+            .order_by(Batch.ended_at.desc())
+            .limit(1)
+        ).first()
+        if last is None or not (last.info or {}).get("startup_failure"):
+            return False
+        return session.scalar(
+            select(Batch.id)
+            .where(Batch.executor == executor,
+                   Batch.state.in_([BatchState.LAUNCHING, BatchState.ACTIVE]))
+            .limit(1)
+        ) is not None
 
 
 def _estimates(
@@ -507,7 +537,17 @@ def _start(store: Store, executor: Executor, batch_id: str) -> int:
     directory.mkdir(parents=True, exist_ok=True)
     manifest = directory / "manifest.json"
     manifest_data.dump(manifest)
-    started = executor.start(batch, str(manifest))
+    try:
+        started = executor.start(batch, str(manifest))
+    except HPCError as error:
+        # Submission failed (sbatch refused it or timed out): the batch is given up, so that
+        # its farm can never start; the next harvest cancels a job the scheduler may have
+        # taken anyway (found by name) and requeues the jobs without spending a retry.
+        log.warning("%s: batch %s not started: %s", executor.name, batch_id[:8], error)
+        claim_batch(directory, ABANDONED)
+        with store.transaction() as session:
+            session.get(Batch, batch_id).reason = f"submission failed: {error}"
+        return 0
     with store.transaction() as session:
         batch = session.get(Batch, batch_id)
         if batch.state == BatchState.LAUNCHING:

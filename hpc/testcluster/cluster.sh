@@ -6,6 +6,7 @@
 #   bash hpc/testcluster/cluster.sh stop
 #   bash hpc/testcluster/cluster.sh restart [--cpus N] [--memory MB] [--no-install] [--timeout S]
 #   bash hpc/testcluster/cluster.sh status
+#   bash hpc/testcluster/cluster.sh restart-controller
 #
 # start    installs Slurm, munge and OpenMPI from Debian when missing, writes
 #          /etc/slurm/slurm.conf, starts munged, slurmctld and slurmd without systemd,
@@ -13,6 +14,8 @@
 #          settings does nothing; with other settings (e.g. --cpus) it restarts it.
 # stop     stops only the daemons this script started, by the pids it recorded;
 #          stopping a cluster that is not running is not an error.
+# restart-controller  stops slurmctld (SIGTERM: it saves its state) and starts it again
+#          keeping its jobs, as a site's controller restart does (the chaos suite's fault).
 # status   prints the daemons, the node state and the settings; exits 0 when the
 #          cluster is up and its node accepts jobs, 3 otherwise.
 #
@@ -248,13 +251,15 @@ start_munged() {
     log "munged started (pid $pid)"
 }
 
-start_slurm_daemon() {  # name (slurmctld|slurmd)
-    local name=$1 pid
+start_slurm_daemon() {  # name (slurmctld|slurmd) [keep: slurmctld recovers its saved jobs]
+    local name=$1 keep=${2:-} pid
     if daemon_running "$name"; then
         return 0
     fi
     rm -f "$STATE_DIR/$name.daemon.pid"
-    if [[ "$name" == slurmctld ]]; then
+    if [[ "$name" == slurmctld && "$keep" == keep ]]; then
+        /usr/sbin/slurmctld
+    elif [[ "$name" == slurmctld ]]; then
         /usr/sbin/slurmctld -c
     else
         /usr/sbin/slurmd
@@ -365,7 +370,8 @@ case "$COMMAND" in
     start) do_start ;;
     stop) do_stop ;;
     restart) do_stop; do_start ;;
+    restart-controller) stop_daemon slurmctld; start_slurm_daemon slurmctld keep ;;
     status) do_status ;;
     -h|--help|help) usage ;;
-    *) usage; die "unknown command '$COMMAND' (accepted: start, stop, restart, status)" ;;
+    *) usage; die "unknown command '$COMMAND' (accepted: start, stop, restart, restart-controller, status)" ;;
 esac

@@ -32,14 +32,19 @@ Site = Annotated[str, typer.Argument(help="site profile name, or a path to its Y
 
 
 @hpc_app.command("check")
-def check(site: Site) -> None:
+def check(
+    site: Site,
+    probe: Annotated[bool, typer.Option(
+        help="submit a one-task probe job that reports whether matdx, mpi4py, the MPI "
+             "launcher and the profile's programs start in the site's batch environment")] = True,
+) -> None:
     """Validate a site profile and compare it with the live scheduler when it is reachable.
 
     Exits 1 when a check fails.
     """
     from matdx.hpc import check_site
 
-    report = check_site(site)
+    report = check_site(site, probe=probe)
     console.print(report.format(), highlight=False)
     if not report.ok:
         raise typer.Exit(1)

@@ -81,3 +81,24 @@ def wait_until_running(scheduler: Scheduler, job_id: str, timeout: float) -> Job
         if status.state.is_final or time.monotonic() > deadline:
             pytest.fail(f"job {job_id} did not start running: {status}")
         time.sleep(1.0)
+
+
+def python_without(module: str, directory: Path) -> Path:
+    """A real Python environment in ``directory`` with every package of this one except
+    ``module`` (a new venv whose site-packages links to ours): what a user gets when the
+    batch job's Python lacks a package. Returns its ``python``."""
+    import sys
+    import sysconfig
+
+    if not (directory / "bin" / "python").exists():
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(directory)],
+                       check=True, capture_output=True)
+    ours = Path(sysconfig.get_paths()["purelib"])
+    theirs = directory / ours.relative_to(sys.prefix)
+    for entry in ours.iterdir():
+        if entry.name.split("-")[0] == module or entry.name == module:
+            continue
+        link = theirs / entry.name
+        if not link.exists():
+            link.symlink_to(entry.resolve())
+    return directory / "bin" / "python"

@@ -39,6 +39,7 @@ def test_header_lines():
         "#SBATCH --ntasks-per-node=16",
         "#SBATCH --cpus-per-task=2",
         "#SBATCH --time=1-02:03:04",
+        "#SBATCH --no-requeue",
         "#SBATCH --mem=65536M",
         "#SBATCH --partition=standard",
         "#SBATCH --account=e123",
@@ -58,6 +59,7 @@ def test_minimal_header():
         "#SBATCH --ntasks-per-node=1",
         "#SBATCH --cpus-per-task=1",
         "#SBATCH --time=00:01:30",
+        "#SBATCH --no-requeue",
     ]
 
 

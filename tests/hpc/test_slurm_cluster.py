@@ -32,11 +32,14 @@ def runner() -> RecordingRunner:
 
 
 def test_check_site_against_the_running_cluster(site):
-    report = check_site("local-slurm-testcluster")
+    report = check_site("local-slurm-testcluster", probe=True, probe_timeout_s=120)
     assert report.ok, report.format()
     statuses = {c.name: c.status for c in report.checks}
     assert statuses["commands"] == "pass"
     assert statuses["partition debug"] == "pass"
+    # the probe job started matdx and mpi4py in the site's real batch environment
+    for name in ("python", "matdx", "mpi4py", "mpi-launcher"):
+        assert statuses[f"batch job: {name}"] == "pass"
 
 
 def test_jobs_complete_and_fail_with_exit_code_3_polled_in_one_call(site, runner, tmp_path):

@@ -29,11 +29,16 @@ class BatchStatus:
     infrastructure_failure
         The batch ended abnormally (walltime, node failure, killed): its unfinished tasks
         are requeued without spending a retry.
+    startup_failure
+        The batch ended before its farm started, and its output says why (normalised, see
+        :func:`matdx.hpc.startup.startup_cause`): the environment it runs in is broken. The
+        same cause twice in a row stops the executor's campaigns (see harvest).
     """
 
     alive: bool
     reason: str = ""
     infrastructure_failure: bool = False
+    startup_failure: str | None = None
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from matdx.hpc.farm import ABANDONED, batch_claimant, claim_batch, read_events
 from matdx.hpc.resources import Resources
 from matdx.hpc.scheduler import Runner
 from matdx.hpc.sites import SiteProfile, load_site
+from matdx.hpc.startup import output_cause
 from matdx.hpc.status import BatchState, JobStatus
 from matdx.store.models import Batch
 from matdx.workflows.executors.base import Allocation, BatchStatus, Executor
@@ -120,7 +121,7 @@ def batch_resources(
 
 def farm_command(site: SiteProfile, farm: str, slots: int, manifest: str) -> list[str]:
     """The command line of a batch script's farm (see the module docstring)."""
-    python = [sys.executable, "-m", "matdx.hpc.farm", str(manifest)]
+    python = [site.python or sys.executable, "-m", "matdx.hpc.farm", str(manifest)]
     if farm == "mpi":
         return [*site.mpi.argv(slots + 1), *python, "--mpi"]
     return python
@@ -282,10 +283,14 @@ class BatchQueueExecutor(Executor):
                 f"{native}{detail}",
                 infrastructure_failure=True,
             )
-        _, end = _farm_state(batch.directory)
+        start, end = _farm_state(batch.directory)
         if end is not None:
             return BatchStatus(alive=False, reason=f"batch job {native}: farm {end['reason']}")
         code = status.exit_code if status.exit_code is not None else f"signal {status.signal}"
+        if start is None and batch_claimant(batch.directory) is None:
+            broken = self._startup_failure(batch, f"{native} (exit {code})")
+            if broken is not None:
+                return broken
         return BatchStatus(
             alive=False,
             reason=f"batch job {batch.scheduler_id} {native} (exit {code}) before its farm "
@@ -300,6 +305,9 @@ class BatchQueueExecutor(Executor):
             return BatchStatus(alive=False, reason=f"farm {end['reason']}")
         claimant = batch_claimant(batch.directory)
         if claimant is None and claim_batch(batch.directory, ABANDONED):
+            broken = self._startup_failure(batch, "ended")
+            if broken is not None:
+                return broken
             return BatchStatus(
                 alive=False,
                 reason="the scheduler does not know the batch job and its farm never started",
@@ -314,6 +322,25 @@ class BatchQueueExecutor(Executor):
             reason="the scheduler no longer knows the batch job and its farm did not finish "
             "(killed)",
             infrastructure_failure=True,
+        )
+
+    def _startup_failure(self, batch: Batch, how: str) -> BatchStatus | None:
+        """The status of a batch job that ended before its farm started, when its output
+        says why (None when it does not)."""
+        output = Path(batch.directory) / OUTPUT_FILE
+        cause = output_cause(
+            output,
+            placeholders=[(str(batch.directory), "BATCH_DIR"),
+                          (batch.scheduler_id or "", "JOB_ID")],
+        )
+        if cause is None:
+            return None
+        return BatchStatus(
+            alive=False,
+            reason=f"batch job {batch.scheduler_id} {how} before its farm started: {cause} "
+            f"(in {output})",
+            infrastructure_failure=True,
+            startup_failure=cause,
         )
 
     def cancel(self, batch: Batch) -> None:

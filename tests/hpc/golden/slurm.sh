@@ -4,6 +4,7 @@
 #SBATCH --ntasks-per-node=4
 #SBATCH --cpus-per-task=2
 #SBATCH --time=02:00:00
+#SBATCH --no-requeue
 #SBATCH --mem=8192M
 #SBATCH --partition=batch
 #SBATCH --account=mat123

@@ -2,6 +2,8 @@
 stays in its run directory, spends no retry, and the next tick records it.
 
 The full disk is real: a small tmpfs the test mounts (root, as in CI) and fills to ENOSPC.
+Each test is one trial of the chaos suite's ledger; its evidence is the ENOSPC the write met
+(logged by harvest).
 """
 
 from __future__ import annotations
@@ -61,7 +63,21 @@ def job_row(client, job_id: str) -> tuple[str, int, int, int]:
         return job.state, job.attempt, job.failures, job.requeues
 
 
-def test_disk_full_while_storing_an_artifact_defers_the_result(client, caplog):
+def record(ledger, fault: str, client, job_ids, caplog, marker: str) -> None:
+    """One ledger trial: the evidence is harvest's log of the failed write."""
+    states = [job_row(client, job_id) for job_id in job_ids]
+    fired = next((r.getMessage() for r in caplog.records if marker in r.getMessage()), None)
+    ledger.trial(
+        fault,
+        evidence=fired and f"ENOSPC: {marker}",
+        survived=all(s[0] == JobState.COMPLETED for s in states),
+        lost=sum(1 for s in states if s[0] not in (JobState.COMPLETED, JobState.RUNNING)),
+        duplicated=sum(1 for s in states if s[1] != 1),
+        stuck=sum(1 for s in states if s[0] != JobState.COMPLETED),
+    )
+
+
+def test_disk_full_while_storing_an_artifact_defers_the_result(client, caplog, ledger):
     writer = jobs.write_file("x" * 200_000)
     other = jobs.add(1, 2)
     submit(client, [Flow([writer]), Flow([other])])
@@ -85,9 +101,12 @@ def test_disk_full_while_storing_an_artifact_defers_the_result(client, caplog):
             record_id = session.scalar(select(Job.record_id).where(Job.id == writer.id))
         assert record_id is not None
         assert report.harvest.batches_ended == 1
+        record(ledger, "disk full during artifact write", client, [writer.id, other.id],
+               caplog, "No space left on device")
 
 
-def test_disk_full_under_the_sqlite_database_defers_the_result(tmp_path, monkeypatch, caplog):
+def test_disk_full_under_the_sqlite_database_defers_the_result(tmp_path, monkeypatch, caplog,
+                                                                ledger):
     """The whole matdx home (SQLite database included) on a full disk."""
     from matdx.client import Client
     from matdx.workflows.executors.local import LocalExecutor
@@ -111,6 +130,8 @@ def test_disk_full_under_the_sqlite_database_defers_the_result(tmp_path, monkeyp
             report = tick(moved.store, executors=moved.executors, launch_jobs=False)
             assert report.harvest.completed == 1
             assert job_row(moved, one.id) == (JobState.COMPLETED, 1, 0, 0)
+            record(ledger, "disk full during result write", moved, [one.id], caplog,
+                   "database or disk is full")
         finally:
             moved.store.dispose()
 
