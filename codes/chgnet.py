@@ -12,7 +12,9 @@ from collections.abc import Mapping
 from importlib.metadata import version
 from typing import Any
 
-__all__ = ["FUNCTIONAL", "NAME", "calculator", "method"]
+from matdx.codes.registry import ALL_RECIPES, CodeInfo
+
+__all__ = ["CODE", "FUNCTIONAL", "NAME", "calculator", "method"]
 
 NAME = "chgnet"
 FUNCTIONAL = "CHGNet (trained on MPtrj, PBE/PBE+U)"
@@ -35,3 +37,7 @@ def method(calculation: str, parameters: Mapping[str, Any] | None = None) -> dic
         "functional": FUNCTIONAL,
         "parameters": dict(parameters or {}),
     }
+
+
+CODE = CodeInfo(NAME, ALL_RECIPES - {"bands"}, in_process=True, requires="chgnet",
+                install_hint="pip install 'matdx[mlip]'")

@@ -71,7 +71,9 @@ from matdx.codes.handlers import (
     deep_merge,
     read_text,
 )
+from matdx.codes.inputs import InputGenerator
 from matdx.codes.kpoints import kpoint_grid
+from matdx.codes.registry import CodeInfo
 from matdx.codes.results import CalculationResult, atoms_from_dict, atoms_to_dict
 from matdx.codes.trajectory import Frames
 from matdx.safety.text import check_keys, check_tree
@@ -807,3 +809,28 @@ class Cp2kInterrupted(Interrupted):
                 directory, "restart from the last structure", restart_structure=structure
             )
         return self.base_correction(directory, "rerun unchanged")
+
+
+# ---------------------------------------------------------------------------------------------
+# Input generator and registry entry (issue 11, "one home per program"): the protocols of a
+# run and what the code registry knows of CP2K.
+# ---------------------------------------------------------------------------------------------
+
+class Cp2kInputs(InputGenerator):
+    """CP2K protocols: plane-wave cutoffs of the multigrid (Ry) and SCF tolerance."""
+
+    code: ClassVar[str] = "cp2k"
+    levels: ClassVar[dict[str, Any]] = {
+        "moderate": {"parameters": {"cutoff": 400, "rel_cutoff": 50, "eps_scf": 1.0e-7}},
+        "fast": {"PARENT": "moderate", "parameters": {
+            "cutoff": 280, "rel_cutoff": 40, "eps_scf": 1.0e-6}},
+        "precise": {"PARENT": "moderate", "parameters": {
+            "cutoff": 600, "rel_cutoff": 60, "eps_scf": 1.0e-8}},
+    }
+
+
+CODE = CodeInfo(
+    "cp2k", frozenset({"static", "relax", "eos"}), program="cp2k", cell_relax=False,
+    install_hint="apt-get install cp2k cp2k-data", template=Cp2kTemplate, inputs=Cp2kInputs(),
+)
+__all__ += ["CODE", "Cp2kInputs"]

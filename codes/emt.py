@@ -14,7 +14,9 @@ import ase
 from ase.calculators.emt import EMT
 from ase.calculators.emt import parameters as emt_parameters
 
-__all__ = ["ELEMENTS", "NAME", "calculator", "method"]
+from matdx.codes.registry import ALL_RECIPES, CodeInfo
+
+__all__ = ["CODE", "ELEMENTS", "NAME", "calculator", "method"]
 
 NAME = "emt"
 ELEMENTS = frozenset(emt_parameters)
@@ -50,3 +52,15 @@ def method(calculation: str, parameters: Mapping[str, Any] | None = None) -> dic
         "functional": "EMT",
         "parameters": dict(parameters or {}),
     }
+
+
+def check_parameters(elements: list[str], parameters: dict[str, Any]) -> None:
+    """EMT's own check of its parameters, run at submit (raises ``ValueError``)."""
+    try:
+        calculator(parameters)
+    except ValueError as err:
+        raise ValueError(str(err).removeprefix("parameters: ")) from err
+
+
+CODE = CodeInfo(NAME, ALL_RECIPES - {"bands"}, in_process=True, elements=ELEMENTS,
+                check_inputs=check_parameters)

@@ -61,7 +61,9 @@ from matdx.codes.base import (
 from matdx.codes.errors import InputError, PseudopotentialNotFound, ReadError
 from matdx.codes.execution import Profile
 from matdx.codes.handlers import ErrorHandler, read_text
+from matdx.codes.inputs import InputGenerator
 from matdx.codes.kpoints import bandpath_kpoints, kpoint_grid
+from matdx.codes.registry import ALL_RECIPES, CodeInfo
 from matdx.codes.results import CalculationResult, band_gap, file_sha256
 from matdx.codes.trajectory import Frames
 from matdx.safety.text import check_keys, check_tree, check_word
@@ -1099,3 +1101,131 @@ def _parse_bands(lines: list[str], start: int, out: PwOutput) -> int:
         else:
             out.occupations = None
     return i
+
+
+# ---------------------------------------------------------------------------------------------
+# Input generator and registry entry (issue 11, "one home per program"): the protocols, the
+# cutoffs and k-points of a run, and what the code registry knows of pw.x.
+# ---------------------------------------------------------------------------------------------
+
+
+class EspressoInputs(InputGenerator):
+    """pw.x parameters of one run: protocol, cutoffs from the pseudopotentials, k-points.
+
+    Protocol levels:
+
+    ``kpoints``
+        Points per Å⁻¹ along each reciprocal vector (2π included), Γ-including grid.
+    ``cutoff``
+        ecutwfc = ``factor`` × the largest cutoff the chosen pseudopotentials suggest, or
+        ``fallback_ry`` for pseudopotentials that suggest none (ecutrho likewise, at least
+        4 × ecutwfc, else the template's default); Ry.
+    ``parameters``
+        pw.x namelists; the user's parameters are merged over these and win.
+    """
+
+    code: ClassVar[str] = "espresso"
+    levels: ClassVar[dict[str, Any]] = {
+        "moderate": {
+            "kpoints": {"density": 4.0},
+            "cutoff": {"factor": 1.0, "fallback_ry": 30.0},
+            "parameters": {
+                "system": {"occupations": "smearing", "smearing": "mv", "degauss": 0.01},
+                "electrons": {"conv_thr": 1.0e-9, "mixing_beta": 0.4},
+                "ions": {},
+                "cell": {"press_conv_thr": 0.2},
+            },
+        },
+        "fast": {
+            "PARENT": "moderate",
+            "kpoints": {"density": 2.5},
+            "cutoff": {"factor": 0.8, "fallback_ry": 20.0},
+            "parameters": {"electrons": {"conv_thr": 1.0e-7}, "cell": {"press_conv_thr": 1.0}},
+        },
+        "precise": {
+            "PARENT": "moderate",
+            "kpoints": {"density": 6.0},
+            "cutoff": {"factor": 1.3, "fallback_ry": 45.0},
+            "parameters": {"electrons": {"conv_thr": 1.0e-11}, "cell": {"press_conv_thr": 0.05}},
+        },
+    }
+
+    @staticmethod
+    def pseudopotentials(elements: list[str], parameters: Mapping[str, Any],
+                         pseudo_dir: str | None = None) -> dict[str, Any]:
+        """The pseudopotential chosen for each element from ``pseudo_dir`` (else the
+        parameters' ``pseudo_dir``, else the Debian data directory), for the parameters'
+        ``functional`` and explicit ``pseudopotentials``.
+
+        Raises
+        ------
+        SetupError
+            When an element has no pseudopotential there.
+        """
+        return select_pseudopotentials(
+            elements, Path(pseudo_dir or parameters.get("pseudo_dir") or DEFAULT_PSEUDO_DIR),
+            functional=str(parameters.get("functional", "PBE")),
+            explicit=parameters.get("pseudopotentials"),
+        )
+
+    def check(self, elements: list[str], parameters: dict[str, Any]) -> None:
+        """Raise unless every element has a pseudopotential (the registry's input check)."""
+        self.pseudopotentials(elements, parameters)
+
+    def complete(self, atoms: Atoms, parameters: dict[str, Any], protocol: Mapping[str, Any],
+                 pseudo_dir: str | None) -> dict[str, Any]:
+        """ecutwfc/ecutrho (Ry) from the protocol's factor and the pseudopotentials'
+        suggestions, unless the user set them."""
+        system = dict(parameters.get("system") or {})
+        if system.get("ecutwfc") is not None:
+            return parameters
+        cutoff = protocol.get("cutoff") or {}
+        factor = float(cutoff.get("factor", 1.0))
+        fallback = float(cutoff.get("fallback_ry", 30.0))
+        pseudos = self.pseudopotentials(
+            list(dict.fromkeys(atoms.get_chemical_symbols())), parameters, pseudo_dir
+        )
+        wfc = [p.wfc_cutoff for p in pseudos.values()]
+        rho = [p.rho_cutoff for p in pseudos.values() if p.rho_cutoff]
+        suggested = max((w for w in wfc if w), default=0.0)
+        ecutwfc = factor * suggested if all(wfc) else max(fallback, factor * suggested)
+        system["ecutwfc"] = round(ecutwfc, 1)
+        if system.get("ecutrho") is None and rho:
+            system["ecutrho"] = round(max(factor * max(rho), 4 * system["ecutwfc"]), 1)
+        return {**parameters, "system": system}
+
+    def fixed_grid(self, kpoints: dict[str, Any]) -> dict[str, Any]:
+        """A Γ-including grid unless a shift was given."""
+        kpoints.setdefault("shift", [0, 0, 0])
+        return kpoints
+
+    def for_forces(self, parameters: Mapping[str, Any]) -> dict[str, Any]:
+        """Forces of a few meV/Å need a tight SCF: conv_thr 1e-10 Ry unless set."""
+        parameters = super().for_forces(parameters)
+        parameters.setdefault("electrons", {}).setdefault("conv_thr", 1e-10)
+        return parameters
+
+    def method(self, result: Any, level: str) -> dict[str, Any]:
+        """The common method section plus functional, basis (Ry), k-points, smearing, spin."""
+        method = super().method(result, level)
+        parameters = result.parameters or {}
+        system = parameters.get("system") or {}
+        method["functional"] = parameters.get("functional")
+        method["basis"] = {k: system[k] for k in ("ecutwfc", "ecutrho") if system.get(k)}
+        method["basis"]["unit"] = "Ry"
+        method["kpoints"] = parameters.get("kpoints") or {}
+        if system.get("occupations") == "smearing":
+            method["smearing"] = {"type": system.get("smearing"),
+                                  "width_Ry": system.get("degauss")}
+        method["spin"] = {"nspin": system.get("nspin", 1)}
+        return method
+
+
+_INPUTS = EspressoInputs()
+__all__ += ["CODE", "EspressoInputs"]
+
+CODE = CodeInfo(
+    "espresso", ALL_RECIPES - {"md"}, program="pw.x",
+    install_hint="apt-get install quantum-espresso quantum-espresso-data",
+    template=EspressoTemplate, check_inputs=_INPUTS.check, inputs=_INPUTS,
+)

@@ -76,6 +76,8 @@ from matdx.codes.base import (
 from matdx.codes.errors import InputError, Kind, NoCorrection, ReadError
 from matdx.codes.execution import Profile
 from matdx.codes.handlers import Correction, ErrorHandler, Interrupted, OutOfMemory, read_text
+from matdx.codes.inputs import InputGenerator
+from matdx.codes.registry import CodeInfo
 from matdx.codes.results import CalculationResult, file_sha256
 from matdx.codes.trajectory import TrajectoryWriter
 from matdx.safety.text import check_tokens, check_tree, check_word
@@ -896,3 +898,32 @@ class LammpsInterrupted(Interrupted):
             restart_structure=structure,
         )
 
+
+# ---------------------------------------------------------------------------------------------
+# Input generator and registry entry (issue 11, "one home per program"): the protocols of a
+# run and what the code registry knows of lmp.
+# ---------------------------------------------------------------------------------------------
+
+class LammpsInputs(InputGenerator):
+    """LAMMPS protocols: minimiser tolerances (``ftol`` in eV/Å) and the MD time step (fs)."""
+
+    code: ClassVar[str] = "lammps"
+    levels: ClassVar[dict[str, Any]] = {
+        "moderate": {"parameters": {
+            "relax": {"etol": 0.0, "ftol": 1.0e-4, "maxiter": 2000, "maxeval": 20000,
+                      "min_style": "cg"},
+            "timestep": 1.0,
+        }},
+        "fast": {"PARENT": "moderate", "parameters": {
+            "relax": {"ftol": 1.0e-3, "maxiter": 500}, "timestep": 2.0}},
+        "precise": {"PARENT": "moderate", "parameters": {
+            "relax": {"ftol": 1.0e-6, "maxiter": 10000, "maxeval": 100000}, "timestep": 0.5}},
+    }
+
+
+CODE = CodeInfo(
+    "lammps", frozenset({"static", "relax", "eos", "elastic", "phonon", "md"}), program="lmp",
+    install_hint="apt-get install lammps lammps-data", template=LammpsTemplate,
+    inputs=LammpsInputs(),
+)
+__all__ += ["CODE", "LammpsInputs"]

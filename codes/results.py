@@ -117,10 +117,14 @@ def band_gap(
 ) -> float | None:
     """Fundamental band gap from Kohn–Sham eigenvalues; 0 for a metal.
 
-    The occupied states are those with occupation above one half of the maximum (when
-    ``occupations`` are given) or those at or below the Fermi level. A band that has states both
-    below ``fermi_level - tolerance`` and above ``fermi_level + tolerance`` crosses the Fermi
-    level: the system is a metal and the gap is 0.
+    The program-level estimate of the band-gap rule that every record uses
+    (``matdx.kernels.dos.band_gap``, whose module docstring states it; tests/recipes/
+    test_band_gap_rule.py checks that both agree). The occupied states are those with
+    occupation above one half of the full occupation (when ``occupations`` are given) or
+    those at or below ``fermi_level + tolerance``. A band that has states both below
+    ``fermi_level - tolerance`` and above ``fermi_level + tolerance`` crosses the Fermi level,
+    as does a partially occupied state or a band occupied at one k-point and empty at another:
+    the system is a metal and the gap is 0.
 
     Parameters
     ----------
@@ -151,9 +155,10 @@ def band_gap(
                 f"occupations: shape {occupations.shape} differs from eigenvalues "
                 f"{eigenvalues.shape}"
             )
-        full = occupations.max()
-        if full <= 0:
+        if occupations.max() <= 0:
             return None
+        two = eigenvalues.shape[0] == 1 and occupations.max() > 1.0 + 1e-6
+        full = 2.0 if two else 1.0
         occupied = occupations > 0.5 * full
         partial = (occupations > 0.02 * full) & (occupations < 0.98 * full)
         if partial.any():
@@ -169,6 +174,8 @@ def band_gap(
         return None
     if occupied.all() or not occupied.any():
         return None
+    if (occupied.any(axis=1) & (~occupied).any(axis=1)).any():
+        return 0.0  # a band occupied at one k-point and empty at another
     vbm = float(eigenvalues[occupied].max())
     cbm = float(eigenvalues[~occupied].min())
     return max(0.0, cbm - vbm)

@@ -74,7 +74,9 @@ from matdx.codes.handlers import (
     OutOfMemory,
     read_text,
 )
+from matdx.codes.inputs import InputGenerator
 from matdx.codes.kpoints import kpoint_grid
+from matdx.codes.registry import CodeInfo
 from matdx.codes.results import CalculationResult, band_gap
 from matdx.codes.trajectory import Frames
 from matdx.safety.text import check_keys, check_tree, check_word
@@ -614,3 +616,43 @@ class VaspInterrupted(Interrupted):
                 directory, "continue from CONTCAR", restart_structure=structure
             )
         return self.base_correction(directory, "rerun unchanged")
+
+
+# ---------------------------------------------------------------------------------------------
+# Input generator and registry entry (issue 11, "one home per program"): the protocols of a
+# run and what the code registry knows of VASP.
+# ---------------------------------------------------------------------------------------------
+
+class VaspInputs(InputGenerator):
+    """VASP protocols on top of the Materials Project input sets (MPRelaxSet, MPStaticSet,
+    ...): ``kpoints.reciprocal_density`` in points per Å⁻³ of reciprocal volume, INCAR tags
+    over the set's."""
+
+    code: ClassVar[str] = "vasp"
+    levels: ClassVar[dict[str, Any]] = {
+        "moderate": {"parameters": {"kpoints": {"reciprocal_density": 100}}},
+        "fast": {"PARENT": "moderate", "parameters": {
+            "kpoints": {"reciprocal_density": 50}, "incar": {"EDIFF": 1.0e-4}}},
+        "precise": {"PARENT": "moderate", "parameters": {
+            "kpoints": {"reciprocal_density": 200}, "incar": {"EDIFF": 1.0e-7, "ENCUT": 700}}},
+    }
+
+    def grid_from(self, kpoints: dict[str, Any], reference: Atoms) -> tuple[int, ...] | None:
+        """The grid pymatgen's input sets choose for ``reciprocal_density``."""
+        if "reciprocal_density" not in kpoints:
+            return None
+        structure = AseAtomsAdaptor.get_structure(reference)
+        density = int(kpoints.pop("reciprocal_density"))
+        return tuple(Kpoints.automatic_density_by_vol(structure, density).kpts[0])
+
+    def band_path(self, npoints: int) -> dict[str, Any]:
+        """pymatgen's line-mode path with about ``npoints`` points in all."""
+        return {"line_density": max(10, npoints // 4)}
+
+
+CODE = CodeInfo(
+    "vasp", frozenset({"static", "relax", "eos", "elastic", "bands"}), program="vasp_std",
+    install_hint="VASP is licensed; install it on the site", template=VaspTemplate,
+    inputs=VaspInputs(),
+)
+__all__ += ["CODE", "VaspInputs"]

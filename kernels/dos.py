@@ -14,13 +14,21 @@ calculation (``n_spins = 1``) each state holds two electrons. Gaussians are summ
 :math:`\\pm 12\\sigma` (the neglected tail is below 1e-31 of the peak); Lorentzians over all
 eigenvalues.
 
-**Band gap.** States are occupied if their occupation exceeds half the largest occupation
-(1 for ``n_spins = 1`` with occupations up to 2) or, with a Fermi level, if
-:math:`\\varepsilon \\le E_F`. The valence-band maximum (VBM) is the highest occupied and the
-conduction-band minimum (CBM) the lowest unoccupied eigenvalue over all spins and k-points;
-the gap is ``CBM - VBM``, or 0 for a metal (a band that is occupied at some k-point and empty
-at another, or VBM >= CBM). The direct gap is the smallest ``min unoccupied - max occupied``
-at a single (spin, k-point); the gap is direct when that equals the fundamental gap.
+**Band gap.** This is matdx's one band-gap rule: every record's ``band_gap`` is computed by
+:func:`band_gap` (the program parsers' own estimate in ``matdx.codes.results`` follows the
+same rule and tolerance). States are occupied if their occupation exceeds half the full
+occupation (1, or 2 for ``n_spins = 1`` with occupations up to 2) or, with a Fermi level, if
+:math:`\\varepsilon \\le E_F + \\delta` with the tolerance :math:`\\delta` =
+:data:`FERMI_TOLERANCE` = 1 meV (levels that close to :math:`E_F` count as at it: the
+highest occupied level that pw.x reports as the Fermi level for fixed occupations, and
+rounding in printed eigenvalues). The valence-band maximum (VBM) is the highest occupied and
+the conduction-band minimum (CBM) the lowest unoccupied eigenvalue over all spins and
+k-points; the gap is ``CBM - VBM``, or 0 for a metal: a band with levels below
+:math:`E_F - \\delta` and above :math:`E_F + \\delta` (it crosses the Fermi level), a band
+that is occupied at some k-point and empty at another, a partially occupied state (between 2 %
+and 98 % of the full occupation), or VBM >= CBM. The direct gap is the smallest
+``min unoccupied - max occupied`` at a single (spin, k-point); the gap is direct when that
+equals the fundamental gap.
 
 Units: eV.
 """
@@ -33,7 +41,10 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["BandGap", "band_gap", "smeared_dos"]
+__all__ = ["FERMI_TOLERANCE", "BandGap", "band_gap", "smeared_dos"]
+
+#: Levels within this many eV of the Fermi level count as at it (the band-gap rule), eV.
+FERMI_TOLERANCE = 1e-3
 
 #: Gaussians are summed within this many standard deviations.
 GAUSSIAN_RANGE = 12.0
@@ -196,6 +207,7 @@ def band_gap(
     *,
     occupations: np.ndarray | None = None,
     fermi_level: float | None = None,
+    tolerance: float = FERMI_TOLERANCE,
 ) -> BandGap:
     """Fundamental and direct band gap with the k-points of the band edges.
 
@@ -206,7 +218,9 @@ def band_gap(
         Occupation numbers (0..1, or 0..2 for ``n_spins = 1``). Give this or
         ``fermi_level``.
     fermi_level : float, eV, optional
-        States at or below it are occupied.
+        States at or below ``fermi_level + tolerance`` are occupied.
+    tolerance : float, eV
+        Width of the window around the Fermi level treated as at it (module docstring).
 
     Returns
     -------
@@ -238,11 +252,14 @@ def band_gap(
             raise ValueError("occupations contain NaN or infinite values")
         full = 2.0 if (eig.shape[0] == 1 and occ.max() > 1.0 + 1e-6) else 1.0
         occupied = occ > 0.5 * full
+        at_fermi = bool(np.any((occ > 0.02 * full) & (occ < 0.98 * full)))
     else:
         e_f = float(fermi_level)
         if not math.isfinite(e_f):
             raise ValueError(f"fermi_level must be a finite energy in eV, got {fermi_level!r}")
-        occupied = eig <= e_f
+        occupied = eig <= e_f + tolerance
+        at_fermi = bool(np.any((eig < e_f - tolerance).any(axis=1)
+                               & (eig > e_f + tolerance).any(axis=1)))
     if not occupied.any() or occupied.all():
         raise ValueError(
             "no state is occupied" if not occupied.any() else "every state is occupied"
@@ -262,7 +279,7 @@ def band_gap(
     direct_flat = int(np.argmin(direct))
     direct_index = tuple(int(i) for i in np.unravel_index(direct_flat, direct.shape))
     direct_gap = float(direct.flat[direct_flat])
-    is_metal = crossing or vbm >= cbm
+    is_metal = crossing or at_fermi or vbm >= cbm
     if is_metal:
         return BandGap(0.0, False, True, vbm, cbm, vbm_index, cbm_index, 0.0, direct_index)
     gap = cbm - vbm

@@ -18,18 +18,13 @@ import numpy as np
 from ase import Atoms
 from pydantic import Field
 
+from matdx.codes.registry import code_info
 from matdx.kernels.dos import band_gap, smeared_dos
 from matdx.recipes.calculation import run_program
 from matdx.recipes.maker import CodeMaker
 from matdx.workflows import Flow, job
 
 __all__ = ["BandsMaker", "band_structure"]
-
-
-def _path_spec(code: str, npoints: int) -> dict[str, Any]:
-    if code == "vasp":
-        return {"line_density": max(10, npoints // 4)}
-    return {"path": None, "npoints": npoints}
 
 
 @job
@@ -64,7 +59,7 @@ def band_structure(
     scf = run_program(atoms, code, "static", parameters, protocol=protocol, applied=applied,
                       directory="scf")
     band_parameters = {**(parameters or {}), "parent_directory": str(Path("scf").absolute()),
-                       "kpoints": _path_spec(code, npoints)}
+                       "kpoints": code_info(code).inputs.band_path(npoints)}
     bands = run_program(atoms, code, "bands", band_parameters, protocol=protocol,
                         applied=applied, directory="bands")
     fermi = float(scf["fermi_level"])

@@ -21,14 +21,14 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from matdx.recipes.codes import code_info, espresso_pseudopotentials
-from matdx.recipes.protocols import load_protocol, merge_parameters
+from matdx.codes.registry import code_info
+from matdx.kernels.dos import band_gap
 from matdx.workflows.files import ArtifactFile
 from matdx.workflows.run import job_resources
 from matdx.workflows.serialization import encode
 
 __all__ = ["CorrectableFailure", "fixed_kpoints", "output_of", "program_parameters",
-           "run_program"]
+           "record_band_gap", "run_program"]
 
 TEXT = "text/plain"
 
@@ -52,48 +52,17 @@ class CorrectableFailure(RuntimeError):
         self.correction = correction
 
 
-def _espresso_cutoffs(atoms: Atoms, parameters: dict[str, Any], protocol: Mapping[str, Any],
-                      pseudo_dir: str | None) -> dict[str, Any]:
-    """ecutwfc/ecutrho (Ry) from the protocol's factor and the pseudopotentials' suggestions,
-    unless the user set them."""
-    system = dict(parameters.get("system") or {})
-    if system.get("ecutwfc") is not None:
-        return parameters
-    cutoff = protocol.get("cutoff") or {}
-    factor, fallback = float(cutoff.get("factor", 1.0)), float(cutoff.get("fallback_ry", 30.0))
-    pseudos = espresso_pseudopotentials(
-        list(dict.fromkeys(atoms.get_chemical_symbols())), parameters, pseudo_dir
-    )
-    wfc = [p.wfc_cutoff for p in pseudos.values()]
-    rho = [p.rho_cutoff for p in pseudos.values() if p.rho_cutoff]
-    suggested = max((w for w in wfc if w), default=0.0)
-    ecutwfc = factor * suggested if all(wfc) else max(fallback, factor * suggested)
-    system["ecutwfc"] = round(ecutwfc, 1)
-    if system.get("ecutrho") is None and rho:
-        system["ecutrho"] = round(max(factor * max(rho), 4 * system["ecutwfc"]), 1)
-    return {**parameters, "system": system}
-
-
 def program_parameters(code: str, protocol: str, user: Mapping[str, Any] | None, atoms: Atoms,
                        *, kpoints: bool = True) -> tuple[dict[str, Any], list[str], str | None]:
-    """Code parameters for one run: the protocol's, with the user's merged over them.
-
-    ``pseudo_dir`` in the user's parameters is taken out and returned separately (it belongs
-    to the machine's profile, not to the input files).
+    """Code parameters for one run: the code's input generator at protocol level ``protocol``
+    (:meth:`matdx.codes.inputs.InputGenerator.parameters`), the user's values winning.
 
     Returns
     -------
     parameters, warnings, pseudo_dir
     """
-    user = dict(user or {})
-    pseudo_dir = user.pop("pseudo_dir", None)
-    settings = load_protocol(code, protocol)
-    parameters, warnings = merge_parameters(settings, user)
-    if kpoints and "kpoints" in settings and "kpoints" not in user:
-        parameters["kpoints"] = dict(settings["kpoints"])
-    if code == "espresso":
-        parameters = _espresso_cutoffs(atoms, parameters, settings, pseudo_dir)
-    return parameters, warnings, pseudo_dir
+    inputs = code_info(code).inputs.parameters(protocol, user, atoms, kpoints=kpoints)
+    return inputs.parameters, inputs.warnings, inputs.pseudo_dir
 
 
 def fixed_kpoints(code: str, protocol: str, parameters: Mapping[str, Any] | None,
@@ -101,60 +70,28 @@ def fixed_kpoints(code: str, protocol: str, parameters: Mapping[str, Any] | None
     """``parameters`` with the k-point grid fixed to the one their (or the protocol's) density
     gives for ``reference``, so that strained or scaled copies of it (EOS points, elastic
     strains, phonon supercells of one cell) are all computed on the same grid and their
-    energies stay comparable. A ``density`` (points per Å⁻¹) works for every code with
-    k-points; VASP's ``reciprocal_density`` (points per Å⁻³ of reciprocal volume) is turned
-    into the grid pymatgen's input sets would choose for ``reference``. An explicit ``grid``
-    is kept."""
-    parameters = dict(parameters or {})
-    settings = load_protocol(code, protocol)
-    kpoints = dict(
-        parameters.get("kpoints")
-        or settings.get("kpoints")
-        or (settings.get("parameters") or {}).get("kpoints")
-        or {}
-    )
-    if "grid" in kpoints or "line_density" in kpoints:
-        return parameters
-    if "density" in kpoints:
-        from matdx.codes.kpoints import kpoint_grid
-
-        grid = kpoint_grid(reference.cell, float(kpoints.pop("density")), reference.pbc)
-    elif code == "vasp" and "reciprocal_density" in kpoints:
-        from pymatgen.io.ase import AseAtomsAdaptor
-        from pymatgen.io.vasp.inputs import Kpoints
-
-        structure = AseAtomsAdaptor.get_structure(reference)
-        density = int(kpoints.pop("reciprocal_density"))
-        grid = Kpoints.automatic_density_by_vol(structure, density).kpts[0]
-    else:
-        return parameters
-    kpoints["grid"] = [int(n) for n in grid]
-    if code == "espresso":
-        kpoints.setdefault("shift", [0, 0, 0])
-    parameters["kpoints"] = kpoints
-    return parameters
+    energies stay comparable (:meth:`matdx.codes.inputs.InputGenerator.fixed_kpoints`)."""
+    return code_info(code).inputs.fixed_kpoints(protocol, parameters, reference)
 
 
-def _method(result: Any, protocol: str) -> dict[str, Any]:
-    parameters = result.parameters or {}
-    system = parameters.get("system") or {}
-    method: dict[str, Any] = {
-        "code": result.code,
-        "code_version": result.code_version,
-        "calculation": result.calculation,
-        "pseudopotentials": [{k: str(v) for k, v in p.items() if v is not None}
-                             for p in result.pseudopotentials],
-        "parameters": {**parameters, "protocol": protocol},
-    }
-    if result.code == "espresso":
-        method["functional"] = parameters.get("functional")
-        method["basis"] = {k: system[k] for k in ("ecutwfc", "ecutrho") if system.get(k)}
-        method["basis"]["unit"] = "Ry"
-        method["kpoints"] = parameters.get("kpoints") or {}
-        if system.get("occupations") == "smearing":
-            method["smearing"] = {"type": system.get("smearing"), "width_Ry": system.get("degauss")}
-        method["spin"] = {"nspin": system.get("nspin", 1)}
-    return method
+def record_band_gap(result: Any) -> float | None:
+    """The band gap of a record, eV: matdx's one rule (:func:`matdx.kernels.dos.band_gap`, 1 meV
+    tolerance at the Fermi level; 0 for a metal) on the run's eigenvalues, by their occupations
+    when the program printed them, else by the Fermi level. None without eigenvalues, or when
+    no state or every state is occupied (no empty band computed)."""
+    if result.eigenvalues is None:
+        return None
+    eigenvalues = np.asarray(result.eigenvalues, dtype=float)
+    try:
+        if result.occupations is not None:
+            gap = band_gap(eigenvalues, occupations=np.asarray(result.occupations, dtype=float))
+        elif result.fermi_level is not None:
+            gap = band_gap(eigenvalues, fermi_level=float(result.fermi_level))
+        else:
+            return None
+    except ValueError:
+        return None
+    return 0.0 if gap.is_metal else float(gap.gap)
 
 
 def output_of(result: Any, directory: Path, protocol: str, warnings: list[str]
@@ -167,14 +104,14 @@ def output_of(result: Any, directory: Path, protocol: str, warnings: list[str]
         "stress": result.stress,
         "converged": bool(result.converged),
         "fermi_level": result.fermi_level,
-        "band_gap": result.band_gap,
+        "band_gap": record_band_gap(result),
         "magnetic_moments": result.magnetic_moments,
         "total_magnetization": result.total_magnetization,
         "volume": float(result.structure.get_volume()) if result.structure.pbc.all() else None,
         "n_scf_steps": result.n_scf_steps,
         "n_ionic_steps": result.n_ionic_steps,
         "code_walltime_s": result.walltime_s,
-        "method": _method(result, protocol),
+        "method": code_info(result.code).inputs.method(result, protocol),
         "warnings": [*warnings, *result.warnings],
     }
     if result.eigenvalues is not None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from ase.calculators.calculator import Calculator
 
-from matdx.recipes.codes import code_info
+from matdx.codes.registry import code_info
 
 __all__ = ["calculator", "method"]
 

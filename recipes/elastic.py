@@ -34,8 +34,8 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from ase.units import GPa
 from pydantic import Field
 
+from matdx.codes.registry import code_info
 from matdx.recipes.calculation import fixed_kpoints
-from matdx.recipes.codes import code_info
 from matdx.recipes.derived import derived_method
 from matdx.recipes.maker import CodeMaker
 from matdx.recipes.relax import relax, relaxed_first

@@ -8,8 +8,8 @@ from typing import Any
 from ase import Atoms
 from pydantic import Field
 
-from matdx.recipes.codes import check_code, code_info
-from matdx.recipes.protocols import Protocol
+from matdx.codes.inputs import Protocol
+from matdx.codes.registry import check_code, code_info
 from matdx.workflows.maker import Maker
 
 __all__ = ["CodeMaker"]
@@ -21,7 +21,7 @@ class CodeMaker(Maker):
     Attributes
     ----------
     code
-        ``emt``, ``chgnet``, ``espresso``, ``lammps``, ``vasp`` or ``cp2k``.
+        A code of the registry (:mod:`matdx.codes.registry`), e.g. ``emt``.
     parameters
         Code parameters, merged over the protocol's (the user's values win). ``pseudo_dir``
         names the pseudopotential (or potential) directory.

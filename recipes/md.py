@@ -18,11 +18,11 @@ from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import Stationary, thermalize_momenta
 from pydantic import Field, PositiveFloat, PositiveInt
 
+from matdx.codes.registry import code_info
 from matdx.codes.trajectory import MEDIA_TYPE, TrajectoryReader, TrajectoryWriter
 from matdx.recipes.analysis import analyze
 from matdx.recipes.calculation import run_program
 from matdx.recipes.calculators import calculator, method
-from matdx.recipes.codes import code_info
 from matdx.recipes.maker import CodeMaker
 from matdx.workflows import ArtifactFile, Flow, job
 

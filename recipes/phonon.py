@@ -25,6 +25,7 @@ import numpy as np
 from ase import Atoms
 from pydantic import Field
 
+from matdx.codes.registry import code_info
 from matdx.recipes.calculation import fixed_kpoints
 from matdx.recipes.derived import derived_method
 from matdx.recipes.maker import CodeMaker
@@ -221,9 +222,7 @@ class PhononMaker(CodeMaker):
 
     def make(self, atoms: Atoms, start: Any = None) -> Flow:
         settings = self.code_settings()
-        if self.code == "espresso":  # forces of a few meV/Å need a tight SCF
-            electrons = settings["parameters"].setdefault("electrons", {})
-            electrons.setdefault("conv_thr", 1e-10)
+        settings["parameters"] = code_info(self.code).inputs.for_forces(settings["parameters"])
         jobs, reference = relaxed_first(atoms if start is None else start, settings,
                                         self.relax_first)
         displacements = phonon_displacements(reference, self.supercell, self.displacement,

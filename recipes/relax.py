@@ -10,10 +10,10 @@ from ase.filters import FrechetCellFilter
 from ase.optimize import BFGS
 from pydantic import Field
 
+from matdx.codes.registry import code_info
 from matdx.codes.trajectory import MEDIA_TYPE, TrajectoryWriter
 from matdx.recipes.calculation import run_program
 from matdx.recipes.calculators import calculator
-from matdx.recipes.codes import code_info
 from matdx.recipes.maker import CodeMaker
 from matdx.recipes.static import evaluate
 from matdx.workflows import ArtifactFile, Flow, job

@@ -8,9 +8,9 @@ import numpy as np
 from ase import Atoms
 from ase.stress import voigt_6_to_full_3x3_stress
 
+from matdx.codes.registry import code_info
 from matdx.recipes.calculation import run_program
 from matdx.recipes.calculators import calculator, method
-from matdx.recipes.codes import code_info
 from matdx.recipes.maker import CodeMaker
 from matdx.workflows import Flow, job
 

@@ -29,7 +29,7 @@ def diagnose_command(
     """Print the parsed outcome, every error found with its kind, and the correction the
     next attempt would get."""
     from matdx.codes.diagnosis import diagnose_run
-    from matdx.recipes.codes import UnsupportedCode, code_info
+    from matdx.codes.registry import UnsupportedCode, code_info
 
     try:
         info = code_info(code)
