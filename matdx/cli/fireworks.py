@@ -65,6 +65,7 @@ def import_fireworks(
         f"{report.present} already present; {report.in_flight} Firework(s) not ended, "
         "not imported",
         highlight=False,
+        soft_wrap=True,
     )
 
 

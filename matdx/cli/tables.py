@@ -28,7 +28,8 @@ __all__ = ["console", "err_console", "format_number", "print_table", "rows_table
            "status_rows", "status_table"]
 
 console = Console()
-err_console = Console(stderr=True)
+# Messages on stderr are never wrapped: a path or a command cut in two cannot be copied.
+err_console = Console(stderr=True, soft_wrap=True)
 
 STATE_STYLES = {
     JobState.COMPLETED: "green",
