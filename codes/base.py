@@ -51,6 +51,7 @@ from matdx.codes.execution import (
     read_execution,
 )
 from matdx.codes.handlers import Correction, ErrorHandler
+from matdx.codes.monitors import FrozenOutput, Monitor
 from matdx.codes.results import CalculationResult
 from matdx.safety.text import UnsafeValueError
 
@@ -117,6 +118,9 @@ class Template(ABC):
         Argv of the program in the default profile.
     install_hint : str
         How to install the program (quoted when it is missing).
+    stall_s : float or None
+        Seconds without a change of :meth:`output_files` after which the run is taken for
+        frozen and killed (:class:`~matdx.codes.monitors.FrozenOutput`); None: never.
 
     Parameters
     ----------
@@ -130,6 +134,7 @@ class Template(ABC):
     stderr: ClassVar[str]
     default_binary: ClassVar[tuple[str, ...]]
     install_hint: ClassVar[str] = ""
+    stall_s: ClassVar[float | None] = 6 * 3600.0
 
     def __init__(self, handlers: Sequence[ErrorHandler] | None = None) -> None:
         self.handlers: tuple[ErrorHandler, ...] = (
@@ -192,6 +197,22 @@ class Template(ABC):
     def output_files(self) -> tuple[str, ...]:
         """Files the generic handlers scan (stdout and stderr by default)."""
         return (self.stdout, self.stderr)
+
+    def monitors(
+        self,
+        directory: Path,
+        parameters: Mapping[str, Any],
+        timeout_s: float | None,
+        stall_s: float | None,
+    ) -> list[Monitor]:
+        """Monitors of one run, asked about once a second while it runs (compute side).
+
+        The default watches :meth:`output_files` for a frozen run (``stall_s`` seconds without
+        a change; None: the template's :attr:`stall_s`). Programs add their own: a clean stop
+        before ``timeout_s``, a diverging SCF.
+        """
+        stall = self.stall_s if stall_s is None else stall_s
+        return [FrozenOutput(self.output_files(), stall)] if stall else []
 
 
 def _select(
@@ -330,6 +351,7 @@ def run_calculation(
     timeout_s: float | None = None,
     *,
     applied: Mapping[str, int] | None = None,
+    stall_s: float | None = None,
 ) -> CalculationResult:
     """Write the inputs, run the program, read the results.
 
@@ -354,6 +376,9 @@ def run_calculation(
         Wall-clock limit; the program's process group is killed when it is reached.
     applied
         Corrections already applied to this calculation, per handler name (for budgets).
+    stall_s
+        Seconds without new output after which the run counts as frozen and is killed;
+        None: the template's default (:attr:`Template.stall_s`).
 
     Returns
     -------
@@ -393,6 +418,7 @@ def run_calculation(
         timeout_s=timeout_s,
         ranks=ranks,
         threads=threads,
+        monitors=template.monitors(directory, parameters, timeout_s, stall_s),
     )
     result: CalculationResult | None = None
     read_error: ReadError | None = None

@@ -63,6 +63,7 @@ from matdx.codes.execution import Profile
 from matdx.codes.handlers import ErrorHandler, read_text
 from matdx.codes.inputs import InputGenerator
 from matdx.codes.kpoints import bandpath_kpoints, kpoint_grid
+from matdx.codes.monitors import Monitor, StopFileBeforeLimit
 from matdx.codes.registry import ALL_RECIPES, CodeInfo
 from matdx.codes.results import CalculationResult, band_gap, file_sha256
 from matdx.codes.trajectory import Frames
@@ -458,6 +459,27 @@ class EspressoTemplate(Template):
         from matdx.codes.espresso_handlers import espresso_handlers
 
         return espresso_handlers()
+
+    def monitors(
+        self,
+        directory: Path,
+        parameters: Mapping[str, Any],
+        timeout_s: float | None,
+        stall_s: float | None,
+    ) -> list[Monitor]:
+        """The frozen-output monitor, :class:`~matdx.codes.espresso_handlers.ScfDiverging`
+        and, with a time limit of 10 s or more, ``PREFIX.EXIT`` written 10 % of it (3 s to
+        10 min) before it ends: pw.x then saves its restart files and stops by itself. Shorter
+        limits leave no time for that; the run is killed at the limit."""
+        from matdx.codes.espresso_handlers import ScfDiverging
+
+        monitors = [*super().monitors(directory, parameters, timeout_s, stall_s), ScfDiverging()]
+        if timeout_s is not None and timeout_s >= 10.0:
+            written = (read_parameters_record(directory) or {}).get("parameters") or {}
+            prefix = (written.get("control") or {}).get("prefix", "pwscf")
+            margin = min(max(0.1 * timeout_s, 3.0), 600.0)
+            monitors.append(StopFileBeforeLimit(timeout_s, margin, f"{prefix}.EXIT"))
+        return monitors
 
     def arguments(self) -> list[str]:
         return ["-in", INPUT]

@@ -24,9 +24,16 @@ handler                  kind           pw.x says
 ``scf_unconverged``      numerical      convergence NOT achieved after N iterations
 ``bfgs_history``         numerical      history already reset at previous step: stopping
 ``ionic_unconverged``    numerical      The maximum number of steps has been reached
-``walltime``             resources /    Maximum CPU time exceeded (restart from the saved
-                         infrastructure charge density and wavefunctions), timeout, killed
+``walltime``             resources /    Maximum CPU time exceeded or Program stopped by user
+                         infrastructure request (restart from the saved charge density and
+                                        wavefunctions), timeout, killed
 =======================  =============  ===================================================
+
+Monitors (compute side, while pw.x runs; see :mod:`matdx.codes.monitors`): a stop file
+``PREFIX.EXIT`` written shortly before the run's time limit, so pw.x saves its restart files
+and stops by itself (then ``walltime`` continues it); :class:`ScfDiverging` kills an SCF whose
+estimated accuracy keeps growing (then ``scf_unconverged`` slows the mixing); and the generic
+frozen-output monitor.
 
 After-the-run checks (``checks_finished_runs``: consulted also when pw.x finished and the result
 says converged, so a run whose settings are wrong for what it found is rerun, not accepted):
@@ -60,7 +67,9 @@ from ase.units import Bohr, Ry
 from matdx.codes.base import read_parameters_record
 from matdx.codes.errors import Kind, NoCorrection, SCFError
 from matdx.codes.espresso import OUTPUT, PwOutput, parse_pw_output
+from matdx.codes.execution import read_execution
 from matdx.codes.handlers import Correction, ErrorHandler, Interrupted, OutOfMemory, read_text
+from matdx.codes.monitors import Action, Monitor
 from matdx.codes.results import band_gap
 
 __all__ = [
@@ -162,6 +171,65 @@ class _PatternHandler(ErrorHandler):
 # --------------------------------------------------------------------------- failures
 
 
+class ScfDiverging(Monitor):
+    """Kill a pw.x SCF whose ``estimated scf accuracy`` runs away.
+
+    It acts when, within the current SCF cycle and after ``settle`` iterations, an estimate is
+    higher than every earlier one of the cycle and ``factor`` times the lowest: the mixing is
+    unstable, and pw.x would go on to ``electron_maxstep`` or die in the diagonalisation
+    (``c_bands``), which then looks like a different failure. A converging SCF (noisy metals
+    included) stays below its first estimates. The output is read incrementally: only what
+    was appended since the last look.
+    """
+
+    name = "scf_diverging"
+    _accuracy = re.compile(r"estimated scf accuracy\s*<\s*([-+0-9.EeDd]+)\s*Ry")
+
+    def __init__(self, factor: float = 1e3, settle: int = 3) -> None:
+        self.factor = float(factor)
+        self.settle = int(settle)  # iterations before the first judgement
+        self._offset = 0
+        self._cycle: list[float] = []
+
+    def check(self, directory: Path, elapsed_s: float) -> Action | None:
+        try:
+            with open(Path(directory) / OUTPUT, "rb") as handle:
+                handle.seek(self._offset)
+                data = handle.read()
+        except OSError:
+            return None
+        whole = data.rfind(b"\n") + 1
+        self._offset += whole
+        for line in data[:whole].decode("utf-8", "replace").splitlines():
+            if re.match(r"\s*iteration #\s*1\s", line):
+                self._cycle = []
+            match = self._accuracy.search(line)
+            if match is None:
+                continue
+            try:
+                value = float(match.group(1).replace("D", "E").replace("d", "e"))
+            except ValueError:
+                continue
+            earlier = self._cycle
+            self._cycle = [*earlier, value]
+            if (len(earlier) >= self.settle and value > max(earlier)
+                    and value >= self.factor * min(earlier)):
+                return Action(
+                    self.name,
+                    f"estimated scf accuracy {value:.3g} Ry at iteration {len(self._cycle)}: "
+                    f"above every earlier estimate and {value / min(earlier):.3g} times the "
+                    f"lowest ({min(earlier):.3g} Ry)",
+                    stop=True,
+                    elapsed_s=elapsed_s,
+                )
+        return None
+
+
+def _stopped_by(directory: Path) -> str | None:
+    record = read_execution(directory)
+    return record.stopped_by if record is not None else None
+
+
 class EspressoSCF(_PatternHandler):
     """``convergence NOT achieved``: the SCF loop hit ``electron_maxstep``.
 
@@ -179,12 +247,18 @@ class EspressoSCF(_PatternHandler):
     default_max_corrections = 3
     pattern = re.compile(r"convergence NOT achieved after\s+(\d+)\s+iterations")
 
+    def detect(self, directory: Path) -> bool:
+        return super().detect(directory) or _stopped_by(directory) == ScfDiverging.name
+
     def correct(
         self, directory: Path, parameters: Mapping[str, Any], atoms: Atoms
     ) -> Correction:
         beta = float(_current(parameters, "electrons", "mixing_beta", 0.7))
         mode = str(_current(parameters, "electrons", "mixing_mode", "plain"))
         steps = int(_current(parameters, "electrons", "electron_maxstep", 100))
+        diverged = _stopped_by(directory) == ScfDiverging.name
+        if diverged:  # a runaway mixing restarts from at most half the default
+            beta = min(beta, 0.7)
         if mode != "local-TF" and beta >= 0.7 - 1e-9:
             updates = {"mixing_beta": round(beta / 2, 4), "electron_maxstep": max(2 * steps, 100)}
             what = f"halve mixing_beta to {updates['mixing_beta']}"
@@ -208,9 +282,14 @@ class EspressoSCF(_PatternHandler):
                 "check the structure, spin state and smearing"
             )
         structure = _last_structure(directory, atoms) if _relaxing(directory) else None
+        cause = (
+            "SCF diverging (stopped by the scf_diverging monitor)"
+            if diverged
+            else f"SCF not converged in {steps} steps"
+        )
         return Correction(
             handler=self.name,
-            description=f"SCF not converged in {steps} steps: {what}, "
+            description=f"{cause}: {what}, "
             f"electron_maxstep {updates['electron_maxstep']}"
             + (", from the last structure" if structure is not None else ""),
             parameter_updates={"electrons": updates},
@@ -554,7 +633,7 @@ class EspressoInterrupted(Interrupted):
     def __init__(self, max_corrections: int | None = None) -> None:
         super().__init__(
             files=(OUTPUT,),
-            markers=re.compile(r"Maximum CPU time exceeded"),
+            markers=re.compile(r"Maximum CPU time exceeded|Program stopped by user request"),
             max_corrections=max_corrections,
         )
 
@@ -564,7 +643,7 @@ class EspressoInterrupted(Interrupted):
         directory = Path(directory)
         text = read_text(directory / OUTPUT)
         calculation = _calculation(directory)
-        if "Maximum CPU time exceeded" in text:
+        if "Maximum CPU time exceeded" in text or "Program stopped by user request" in text:
             control: dict[str, Any] = {"restart_mode": "restart"}
             seconds = _current(parameters, "control", "max_seconds", None)
             if seconds is not None:

@@ -4,8 +4,10 @@ A :class:`Profile` is all that is machine-specific about a code: the binary, the
 where the pseudopotentials (or interatomic potentials) live, and extra environment variables.
 Templates know nothing of the machine; :func:`execute` starts the argv (never through a shell)
 in the run directory with stdout and stderr sent to files, enforces a timeout by killing the
-whole process group, and keeps an execution record (``execution.json``) that the error handlers
-read afterwards: it tells a timeout or a killed process from a program error.
+whole process group, asks the run's monitors (:mod:`matdx.codes.monitors`) about once a second
+whether to act while it runs, and keeps an execution record (``execution.json``) that the error
+handlers read afterwards: it tells a timeout, a monitor's stop or a killed process from a
+program error.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from matdx.codes.errors import InputError, ProgramNotFound
+from matdx.codes.monitors import Monitor
 
 __all__ = [
     "EXECUTION_FILE",
@@ -165,6 +168,10 @@ class ExecutionRecord:
     signal : str or None
         Name of the signal that ended the program (e.g. ``"SIGKILL"``), when known; MPI
         launchers report a killed rank as exit code 128 + signal number, decoded here.
+    stopped_by : str or None
+        Name of the monitor that killed the program (``frozen_output``, ``scf_diverging``).
+    monitor_actions : list of dict
+        Every monitor action (:class:`~matdx.codes.monitors.Action` fields), in order.
     """
 
     argv: list[str]
@@ -178,6 +185,8 @@ class ExecutionRecord:
     returncode: int | None = None
     timed_out: bool = False
     signal: str | None = None
+    stopped_by: str | None = None
+    monitor_actions: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -235,6 +244,41 @@ def _kill_group(process: subprocess.Popen[bytes], grace_s: float) -> None:
             continue
 
 
+def _wait(
+    process: subprocess.Popen[bytes],
+    directory: Path,
+    record: ExecutionRecord,
+    start: float,
+    monitors: Sequence[Monitor],
+    poll_s: float,
+) -> None:
+    """Wait for the process, asking the monitors between waits; returns when it ended or a
+    monitor said stop (``record.stopped_by`` set). Raises TimeoutExpired at the timeout."""
+    deadline = None if record.timeout_s is None else start + record.timeout_s
+    while True:
+        wait = poll_s if monitors else None
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            wait = remaining if wait is None else min(wait, remaining)
+        try:
+            process.wait(timeout=max(wait, 0.0) if wait is not None else None)
+            return
+        except subprocess.TimeoutExpired:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise
+        elapsed = time.monotonic() - start
+        for monitor in monitors:
+            action = monitor.check(directory, elapsed)
+            if action is None:
+                continue
+            record.monitor_actions.append(asdict(action))
+            if action.stop:
+                record.stopped_by = action.monitor
+            _write_record(directory, record)
+            if action.stop:
+                return
+
+
 def execute(
     argv: Sequence[str],
     directory: str | Path,
@@ -246,6 +290,8 @@ def execute(
     ranks: int = 1,
     threads: int = 1,
     grace_s: float = 10.0,
+    monitors: Sequence[Monitor] = (),
+    poll_s: float = 1.0,
 ) -> ExecutionRecord:
     """Run ``argv`` in ``directory``; stdout and stderr go to files there.
 
@@ -268,7 +314,12 @@ def execute(
     ranks, threads
         Recorded for the error handlers (an out-of-memory correction halves the ranks).
     grace_s
-        Seconds between SIGTERM and SIGKILL after a timeout.
+        Seconds between SIGTERM and SIGKILL after a timeout or a monitor's stop.
+    monitors
+        Asked every ``poll_s`` seconds while the program runs; the first that says stop has
+        the program killed (``stopped_by``), and every action is recorded.
+    poll_s
+        Seconds between two rounds of the monitors.
 
     Returns
     -------
@@ -296,7 +347,9 @@ def execute(
             start_new_session=True,
         )
         try:
-            process.wait(timeout=timeout_s)
+            _wait(process, directory, record, start, monitors, poll_s)
+            if record.stopped_by is not None:  # a monitor said stop
+                _kill_group(process, grace_s)
         except subprocess.TimeoutExpired:
             record.timed_out = True
             _kill_group(process, grace_s)

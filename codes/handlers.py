@@ -281,9 +281,11 @@ _FATAL_SIGNALS = frozenset({"SIGKILL", "SIGTERM", "SIGINT", "SIGHUP", "SIGBUS", 
 class Interrupted(ErrorHandler):
     """The run was stopped from outside: timeout, walltime, a killed process or a dead node.
 
-    Detects an execution record that says the timeout was reached, that the program ended on a
-    fatal signal, or that was never completed (the node or the job died), and any of the
-    code's own walltime messages (``markers`` in ``files``). Subclasses override
+    Detects an execution record that says the timeout was reached, that a monitor stopped the
+    program (a frozen run; a code's own handler claims the monitors it knows first, such as a
+    diverging SCF), that the program ended on a fatal signal, or that was never completed (the
+    node or the job died), and any of the code's own walltime messages (``markers`` in
+    ``files``). Subclasses override
     :meth:`correct` to continue from where the run stopped; this base reruns unchanged with
     1.5 times the walltime when the limit was hit.
 
@@ -320,6 +322,11 @@ class Interrupted(ErrorHandler):
         record = read_execution(directory)
         if record is None:
             return None
+        if record.stopped_by is not None:
+            reasons = [a.get("reason", "") for a in record.monitor_actions
+                       if a.get("monitor") == record.stopped_by]
+            reason = reasons[-1] if reasons else record.stopped_by
+            return f"stopped by the {record.stopped_by} monitor ({reason})", False
         if record.timed_out:
             return f"killed at the timeout of {record.timeout_s} s", True
         if not record.complete:
