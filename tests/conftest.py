@@ -42,20 +42,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("store_backend", chosen)
 
 
-#: Markers of tests that share one machine-wide resource: under pytest-xdist
-#: (``-n 2 --dist loadgroup``) each group runs on one worker, one test at a time.
-SHARED_CLUSTERS = ("slurm", "sge")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Keep the tests of each test cluster on one xdist worker (a no-op without xdist)."""
-    for item in items:
-        for cluster in SHARED_CLUSTERS:
-            if item.get_closest_marker(cluster) is not None:
-                item.add_marker(pytest.mark.xdist_group(cluster))
-                break
-
-
 @pytest.fixture(scope="session")
 def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """A throwaway PostgreSQL server for the whole session, with a migrated template database.
