@@ -29,17 +29,14 @@ studies:
     settings: {points: 7, volume_range: 0.06}
 """
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not (CHROMIUM.exists() and DRIVER.exists() and shutil.which("chromedriver")),
-        reason="needs Debian's chromium and chromium-driver (scripts/test installs them)",
-    ),
-]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def browser():
+    if not (CHROMIUM.exists() and DRIVER.exists() and shutil.which("chromedriver")):
+        pytest.fail("needs Debian's chromium and chromium-driver: "
+                    "apt-get install chromium chromium-driver (scripts/test installs them)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

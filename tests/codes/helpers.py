@@ -21,6 +21,7 @@ PACKAGES = {
     "pw.x": "quantum-espresso quantum-espresso-data",
     "lmp": "lammps lammps-data",
     "cp2k": "cp2k cp2k-data",
+    "gpaw": "gpaw gpaw-data",
     "mpirun": "openmpi-bin",
 }
 

@@ -7,7 +7,6 @@ The real runs use Debian's ``gpaw`` 22.8 and its ``gpaw-data`` PAW datasets (ins
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 from ase.build import bulk
@@ -17,9 +16,13 @@ from matdx.codes.base import diagnose
 from matdx.codes.errors import InputError
 from matdx.codes.gpaw import GpawTemplate
 from matdx.codes.registry import CODES, UnsupportedCode, check_code, code_info
+from tests.codes.helpers import require
 
-needs_gpaw = pytest.mark.skipif(shutil.which("gpaw") is None,
-                                reason="needs Debian's gpaw (scripts/test installs it)")
+
+@pytest.fixture
+def needs_gpaw() -> None:
+    """Fail (never skip) without Debian's gpaw."""
+    require("gpaw")
 
 
 def test_the_registry_finds_gpaw_by_its_module_alone():
@@ -70,7 +73,7 @@ def test_bad_parameters_are_refused_before_anything_is_written(tmp_path, paramet
     assert list(tmp_path.iterdir()) == []
 
 
-@needs_gpaw
+@pytest.mark.usefixtures("needs_gpaw")
 def test_an_element_without_a_paw_dataset_is_refused_at_submit():
     with pytest.raises(UnsupportedCode, match="no GPAW PBE PAW dataset for Og"):
         check_code("gpaw", "static", ["Al", "Og"])
@@ -90,7 +93,7 @@ def client(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.programs
-@needs_gpaw
+@pytest.mark.usefixtures("needs_gpaw")
 def test_relax_static_and_eos_of_aluminium_with_gpaw(client):
     """The recipes run GPAW through its module alone; the static run first fails with too
     few SCF iterations and GPAW's handler corrects it."""
