@@ -101,7 +101,7 @@ def _die_with_parent(parent: int) -> None:
 
 
 class _Stop(Exception):
-    pass
+    """Raised by the signal handler to leave the pool's loop."""
 
 
 def serve(pool_dir: Path, workers: int, idle_s: float) -> int:
