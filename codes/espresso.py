@@ -1131,6 +1131,11 @@ def _parse_bands(lines: list[str], start: int, out: PwOutput) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
+FIXED_OCCUPATIONS_MIN_GAP = 0.1
+"""Smallest band gap (eV) for which :meth:`EspressoInputs.for_band_gap` fixes occupations: a
+narrower gap may close in a strained or displaced copy of the cell."""
+
+
 class EspressoInputs(InputGenerator):
     """pw.x parameters of one run: protocol, cutoffs from the pseudopotentials, k-points.
 
@@ -1227,6 +1232,25 @@ class EspressoInputs(InputGenerator):
         parameters.setdefault("electrons", {}).setdefault("conv_thr", 1e-10)
         return parameters
 
+    def for_band_gap(self, parameters: Mapping[str, Any] | None, band_gap: float | None
+                     ) -> dict[str, Any]:
+        """Fixed occupations when ``band_gap`` (eV, found by an earlier calculation with the
+        protocol's smearing) is at least :data:`FIXED_OCCUPATIONS_MIN_GAP`, unless the user
+        chose ``system.occupations``; else the protocol's Marzari–Vanderbilt smearing.
+
+        Smearing (0.01 Ry) on a semiconductor leaves the valence-band top partly empty, which
+        softens its phonons and shifts stresses and energies (Si: Γ optical mode 3–4 % low).
+        Should the material turn out metallic after all, the after-the-run check
+        ``fixed_occupations_metal`` puts the smearing back
+        (:mod:`matdx.codes.espresso_handlers`).
+        """
+        parameters = super().for_band_gap(parameters, band_gap)
+        system = dict(parameters.get("system") or {})
+        if band_gap is None or band_gap < FIXED_OCCUPATIONS_MIN_GAP or "occupations" in system:
+            return parameters
+        system["occupations"] = "fixed"
+        return {**parameters, "system": system}
+
     def method(self, result: Any, level: str) -> dict[str, Any]:
         """The common method section plus functional, basis (Ry), k-points, smearing, spin."""
         method = super().method(result, level)
@@ -1244,7 +1268,7 @@ class EspressoInputs(InputGenerator):
 
 
 _INPUTS = EspressoInputs()
-__all__ += ["CODE", "EspressoInputs"]
+__all__ += ["CODE", "FIXED_OCCUPATIONS_MIN_GAP", "EspressoInputs"]
 
 CODE = CodeInfo(
     "espresso", ALL_RECIPES - {"md"}, program="pw.x",

@@ -11,7 +11,8 @@ protocol's and win; each key they override is reported as a warning in the recor
 A generator also answers what recipes ask of a code without naming it: the k-point grid that
 keeps strained or displaced copies of a cell comparable (:meth:`InputGenerator.fixed_kpoints`),
 the k-points of a band path (:meth:`InputGenerator.band_path`), the settings for accurate
-forces (:meth:`InputGenerator.for_forces`) and the record's method section
+forces (:meth:`InputGenerator.for_forces`), the occupations for a material whose band gap an
+earlier calculation found (:meth:`InputGenerator.for_band_gap`) and the record's method section
 (:meth:`InputGenerator.method`).
 """
 
@@ -194,6 +195,17 @@ class InputGenerator:
         """``parameters`` for forces of a few meV/Å (finite displacements); the user's
         values are kept."""
         return copy.deepcopy(dict(parameters))
+
+    def for_band_gap(self, parameters: Mapping[str, Any] | None, band_gap: float | None
+                     ) -> dict[str, Any]:
+        """``parameters`` for a material in which an earlier calculation of the same recipe
+        (its relaxation) found ``band_gap`` (eV; 0 for a metal, None when unknown).
+
+        A code whose protocols smear the occupations for metals chooses fixed occupations
+        for a semiconductor or insulator here; an occupation scheme the user gave is kept.
+        The common step changes nothing.
+        """
+        return copy.deepcopy(dict(parameters or {}))
 
     def method(self, result: Any, level: str) -> dict[str, Any]:
         """The record's method section of a program's

@@ -27,7 +27,7 @@ from matdx.workflows.files import ArtifactFile
 from matdx.workflows.run import job_resources
 from matdx.workflows.serialization import encode
 
-__all__ = ["CorrectableFailure", "fixed_kpoints", "output_of", "program_parameters",
+__all__ = ["CorrectableFailure", "fixed_kpoints", "for_band_gap", "output_of", "program_parameters",
            "record_band_gap", "run_program"]
 
 TEXT = "text/plain"
@@ -72,6 +72,15 @@ def fixed_kpoints(code: str, protocol: str, parameters: Mapping[str, Any] | None
     strains, phonon supercells of one cell) are all computed on the same grid and their
     energies stay comparable (:meth:`matdx.codes.inputs.InputGenerator.fixed_kpoints`)."""
     return code_info(code).inputs.fixed_kpoints(protocol, parameters, reference)
+
+
+def for_band_gap(code: str, parameters: Mapping[str, Any] | None, band_gap: float | None
+                 ) -> dict[str, Any]:
+    """``parameters`` for a material in which the recipe's relaxation found ``band_gap`` (eV;
+    None when unknown): the code's protocol chooses the occupations, e.g. fixed ones for a
+    semiconductor where it smears a metal's
+    (:meth:`matdx.codes.inputs.InputGenerator.for_band_gap`)."""
+    return code_info(code).inputs.for_band_gap(parameters, band_gap)
 
 
 def record_band_gap(result: Any) -> float | None:

@@ -45,7 +45,8 @@ def derived_method(methods: Sequence[dict[str, Any] | None], calculation: str,
     ------
     MixedMethods
         When two inputs differ in code, version, functional, potential, pseudopotentials,
-        protocol or basis; the message names the first field that differs and both values.
+        protocol, basis or smearing (fixed occupations have none); the message names the
+        first field that differs and both values.
     """
     known = [dict(m) for m in methods if isinstance(m, dict)]
     if not known:  # inputs given as bare numbers (no calculation behind them to inherit)
@@ -64,6 +65,14 @@ def derived_method(methods: Sequence[dict[str, Any] | None], calculation: str,
                     f"{value!r} of methods[0]; a {calculation} needs inputs computed with "
                     "one method"
                 )
+    smearing = known[0].get("smearing")
+    for index, other in enumerate(known[1:], start=1):
+        if other.get("smearing") != smearing:  # fixed occupations name none
+            raise MixedMethods(
+                f"methods[{index}].smearing: {other.get('smearing')!r} differs from "
+                f"{smearing!r} of methods[0]; a {calculation} needs inputs computed with "
+                "one occupation scheme"
+            )
     base = known[0]
     inherited = {key: base[key] for key in ("code", "code_version", "functional",
                                             "pseudopotentials", "basis", "kpoints", "smearing",

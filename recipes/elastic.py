@@ -35,10 +35,10 @@ from ase.units import GPa
 from pydantic import Field
 
 from matdx.codes.registry import code_info
-from matdx.recipes.calculation import fixed_kpoints
+from matdx.recipes.calculation import fixed_kpoints, for_band_gap
 from matdx.recipes.derived import derived_method
 from matdx.recipes.maker import CodeMaker
-from matdx.recipes.relax import relax, relaxed_first
+from matdx.recipes.relax import relax, relaxed_band_gap, relaxed_first
 from matdx.recipes.static import single_point
 from matdx.workflows import Flow, job
 
@@ -71,10 +71,13 @@ def strained_stress(
     parameters: dict[str, Any] | None = None,
     protocol: str = "moderate",
     applied: dict[str, int] | None = None,
+    band_gap: float | None = None,
 ) -> dict[str, Any]:
     """Stress (eV/Å³, ASE sign) of ``atoms`` under one Voigt strain, on the k-point grid of the
-    unstrained cell; the atoms relax inside the strained cell when there is more than one."""
-    parameters = fixed_kpoints(code, protocol, parameters, atoms)
+    unstrained cell, with the occupations the code chooses for ``band_gap`` (eV, found by the
+    relaxation; None: the protocol's); the atoms relax inside the strained cell when there is
+    more than one."""
+    parameters = fixed_kpoints(code, protocol, for_band_gap(code, parameters, band_gap), atoms)
     deformed = strained(atoms, component, strain)
     if len(atoms) > 1:
         output = relax.original(
@@ -241,7 +244,8 @@ class ElasticMaker(CodeMaker):
         jobs, reference = relaxed_first(atoms if start is None else start, settings,
                                         self.relax_first)
         points = [
-            strained_stress(atoms=reference, component=j, strain=k * self.strain, **settings)
+            strained_stress(atoms=reference, component=j, strain=k * self.strain,
+                            band_gap=relaxed_band_gap(jobs), **settings)
             for j in range(6)
             for k in (-2, -1, 1, 2)
         ]

@@ -39,10 +39,10 @@ from ase.units import GPa
 from pydantic import Field
 from scipy.optimize import curve_fit
 
-from matdx.recipes.calculation import fixed_kpoints
+from matdx.recipes.calculation import fixed_kpoints, for_band_gap
 from matdx.recipes.derived import derived_method
 from matdx.recipes.maker import CodeMaker
-from matdx.recipes.relax import relaxed_first
+from matdx.recipes.relax import relaxed_band_gap, relaxed_first
 from matdx.recipes.static import single_point
 from matdx.workflows import Flow, Response, job
 
@@ -174,11 +174,13 @@ def _scaled(structure: Atoms, volume_factor: float) -> Atoms:
 @job
 def eos_point(*, atoms: Atoms, volume_factor: float, code: str = "emt",
               parameters: dict[str, Any] | None = None, protocol: str = "moderate",
-              applied: dict[str, int] | None = None) -> dict[str, Any]:
+              applied: dict[str, int] | None = None, band_gap: float | None = None
+              ) -> dict[str, Any]:
     """Static calculation of ``atoms`` with its volume scaled by ``volume_factor``, on the
     k-point grid of the unscaled ``atoms`` (a grid that changed with the volume would put
-    steps into E(V))."""
-    parameters = fixed_kpoints(code, protocol, parameters, atoms)
+    steps into E(V)), with the occupations the code chooses for ``band_gap`` (eV, found by
+    the relaxation; None: the protocol's)."""
+    parameters = fixed_kpoints(code, protocol, for_band_gap(code, parameters, band_gap), atoms)
     output = single_point(_scaled(atoms, volume_factor), code, parameters, protocol, applied)
     output["volume_factor"] = float(volume_factor)
     return output
@@ -269,6 +271,7 @@ class EOSMaker(CodeMaker):
         settings = self.code_settings()
         jobs, reference = relaxed_first(atoms if start is None else start, settings,
                                         self.relax_first)
+        settings["band_gap"] = relaxed_band_gap(jobs)
         factors = np.linspace(1 - self.volume_range, 1 + self.volume_range, self.points)
         points = [eos_point(atoms=reference, volume_factor=float(f), **settings)
                   for f in factors]

@@ -8,13 +8,17 @@ phonopy chooses with seekpath and on a q-point mesh, the phonon DOS, and flags t
 dynamically stable when no frequency lies below ``−imaginary_tolerance_THz`` (phonopy reports
 imaginary frequencies as negative numbers).
 
-Semiconductors and insulators need fixed occupations (Quantum ESPRESSO:
-``parameters: {system: {occupations: fixed}}``). The protocols smear occupations for metals
-(Marzari–Vanderbilt, 0.01 Ry); in Si that leaves the valence-band top partly empty, a
-displacement splits those states, and their occupations respond nonlinearly: the Γ optical
-mode comes out 3–4 % soft, and differently so in a 2×2×2 supercell (14.76 THz) and a 2-atom
-frozen phonon (14.91 THz) that sample the same k-points on the same FFT grid per cell. With
-fixed occupations the two agree (tests/recipes/test_phonon_kpoints.py).
+Semiconductors and insulators need fixed occupations. Protocols that smear occupations for
+metals (Quantum ESPRESSO's Marzari–Vanderbilt, 0.01 Ry) leave Si's valence-band top partly
+empty; a displacement splits those states and their occupations respond nonlinearly: the Γ
+optical mode comes out 3–4 % soft, and differently so in a 2×2×2 supercell (14.76 THz) and a
+2-atom frozen phonon (14.91 THz) that sample the same k-points on the same FFT grid per cell.
+So the force calculations take their occupations from the band gap the relaxation found
+(:func:`matdx.recipes.calculation.for_band_gap`: fixed for a gap of 0.1 eV or more with
+Quantum ESPRESSO); with fixed occupations the two cells agree
+(tests/recipes/test_phonon_kpoints.py). Without the relaxation (``relax_first: false``) the
+recipe knows no gap and keeps the protocol's occupations: give them in ``parameters``
+(``{system: {occupations: fixed}}``).
 """
 
 from __future__ import annotations
@@ -26,10 +30,10 @@ from ase import Atoms
 from pydantic import Field
 
 from matdx.codes.registry import code_info
-from matdx.recipes.calculation import fixed_kpoints
+from matdx.recipes.calculation import fixed_kpoints, for_band_gap
 from matdx.recipes.derived import derived_method
 from matdx.recipes.maker import CodeMaker
-from matdx.recipes.relax import relaxed_first
+from matdx.recipes.relax import relaxed_band_gap, relaxed_first
 from matdx.recipes.static import single_point
 from matdx.workflows import ArtifactFile, Flow, Response, job
 
@@ -91,13 +95,17 @@ def displaced_forces(*, atoms: Atoms, code: str = "emt", parameters: dict[str, A
 @job(retries=0)
 def phonon_displacements(structure: Atoms, supercell: list[list[int]], displacement: float,
                          code_settings: dict[str, Any], mesh: list[int],
-                         imaginary_tolerance_THz: float) -> Response:
+                         imaginary_tolerance_THz: float, band_gap: float | None = None
+                         ) -> Response:
     """Displaced supercells of ``structure`` (phonopy, symmetry-reduced); replaced by their
-    force jobs and the analysis."""
+    force jobs and the analysis. The force jobs use the occupations the code chooses for
+    ``band_gap`` (eV, found by the relaxation; None: the protocol's)."""
     phonon = _phonopy(structure, supercell)
     phonon.generate_displacements(distance=displacement)
     cells = [_atoms(cell) for cell in phonon.supercells_with_displacements]
     settings = dict(code_settings)
+    settings["parameters"] = for_band_gap(settings.get("code", "emt"),
+                                          settings.get("parameters"), band_gap)
     # All displaced supercells share one cell and one k-point grid, commensurate with the
     # unit cell's.
     settings["parameters"] = supercell_kpoints(settings.get("code", "emt"),
@@ -226,5 +234,6 @@ class PhononMaker(CodeMaker):
         jobs, reference = relaxed_first(atoms if start is None else start, settings,
                                         self.relax_first)
         displacements = phonon_displacements(reference, self.supercell, self.displacement,
-                                             settings, self.mesh, self.imaginary_tolerance_THz)
+                                             settings, self.mesh, self.imaginary_tolerance_THz,
+                                             relaxed_band_gap(jobs))
         return Flow([*jobs, displacements], name=f"phonon {atoms.get_chemical_formula()}")

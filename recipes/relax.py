@@ -18,7 +18,7 @@ from matdx.recipes.maker import CodeMaker
 from matdx.recipes.static import evaluate
 from matdx.workflows import ArtifactFile, Flow, job
 
-__all__ = ["RelaxMaker", "relax", "relaxed_first"]
+__all__ = ["RelaxMaker", "relax", "relaxed_band_gap", "relaxed_first"]
 
 
 def _relax_in_process(atoms: Atoms, code: str, parameters: dict[str, Any] | None, fmax: float,
@@ -78,7 +78,8 @@ def relax(
     -------
     dict
         The final structure's energy (eV), forces (eV/Å), stress (eV/Å³), ``converged``,
-        the relaxation path when the code records one, and ``max_force`` (eV/Å).
+        the relaxation path when the code records one, ``max_force`` (eV/Å) and
+        ``band_gap`` (eV; None when the code computes no electronic structure).
     """
     if code_info(code).in_process:
         output = _relax_in_process(atoms, code, parameters, fmax, relax_cell, max_steps)
@@ -88,6 +89,7 @@ def relax(
                              applied=applied)
     if output.get("forces") is not None:
         output["max_force"] = float(np.linalg.norm(output["forces"], axis=1).max())
+    output.setdefault("band_gap", None)  # always there for the jobs after it to refer to
     return output
 
 
@@ -105,6 +107,14 @@ def relaxed_first(structure: Any, settings: dict[str, Any], enabled: bool
         return [], structure
     relaxation = relax(atoms=structure, relax_cell=True, **settings)
     return [relaxation], relaxation.output["structure"]
+
+
+def relaxed_band_gap(jobs: list[Any]) -> Any:
+    """The band gap (eV) that the relaxation of :func:`relaxed_first` found, as a reference
+    for the jobs after it (they choose their occupations with it,
+    :func:`matdx.recipes.calculation.for_band_gap`); None without a relaxation (the jobs
+    then keep the protocol's occupations)."""
+    return jobs[0].output["band_gap"] if jobs else None
 
 
 class RelaxMaker(CodeMaker):

@@ -119,3 +119,11 @@ def test_two_lammps_potentials_stay_two_results_in_results_query_and_exports(tmp
         lines = archive.extractfile("matdx-archive/records.jsonl").read().splitlines()
     potentials = {json.loads(line)["record"]["method"]["potential"] for line in lines}
     assert potentials == {MISHIN, U3}
+
+
+def test_a_fit_of_smeared_and_fixed_occupations_is_refused():
+    smeared = {**_lammps("Cu_u3.eam", "a" * 64), "smearing": {"type": "mv", "width_Ry": 0.01}}
+    fixed = _lammps("Cu_u3.eam", "a" * 64)
+    assert derived_method([smeared, smeared], "phonon", {})["smearing"] == smeared["smearing"]
+    with pytest.raises(MixedMethods, match=r"methods\[1\]\.smearing"):
+        derived_method([smeared, fixed], "phonon", {})
