@@ -1152,6 +1152,7 @@ class EspressoInputs(InputGenerator):
     """
 
     code: ClassVar[str] = "espresso"
+    occupations_by_band_gap: ClassVar[bool] = True
     levels: ClassVar[dict[str, Any]] = {
         "moderate": {
             "kpoints": {"density": 4.0},

@@ -84,10 +84,14 @@ class InputGenerator:
         The code's name (in error messages).
     levels : dict
         The protocol levels (see the module docstring); empty for codes without protocols.
+    occupations_by_band_gap : bool
+        Whether :meth:`for_band_gap` chooses the occupations (so a recipe hands it the band
+        gap of its relaxation).
     """
 
     code: ClassVar[str] = ""
     levels: ClassVar[dict[str, Any]] = {}
+    occupations_by_band_gap: ClassVar[bool] = False
 
     def protocol(self, level: str) -> dict[str, Any]:
         """The resolved protocol ``level`` (empty for codes without protocols).

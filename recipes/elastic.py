@@ -260,7 +260,7 @@ class ElasticMaker(CodeMaker):
                                         self.relax_first)
         points = [
             strained_stress(atoms=reference, component=j, strain=k * self.strain,
-                            band_gap=relaxed_band_gap(jobs), **settings)
+                            **relaxed_band_gap(jobs, self.code), **settings)
             for j in range(6)
             for k in (-2, -1, 1, 2)
         ]

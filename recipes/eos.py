@@ -271,7 +271,7 @@ class EOSMaker(CodeMaker):
         settings = self.code_settings()
         jobs, reference = relaxed_first(atoms if start is None else start, settings,
                                         self.relax_first)
-        settings["band_gap"] = relaxed_band_gap(jobs)
+        settings.update(relaxed_band_gap(jobs, self.code))
         factors = np.linspace(1 - self.volume_range, 1 + self.volume_range, self.points)
         points = [eos_point(atoms=reference, volume_factor=float(f), **settings)
                   for f in factors]

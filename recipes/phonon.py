@@ -235,5 +235,5 @@ class PhononMaker(CodeMaker):
                                         self.relax_first)
         displacements = phonon_displacements(reference, self.supercell, self.displacement,
                                              settings, self.mesh, self.imaginary_tolerance_THz,
-                                             relaxed_band_gap(jobs))
+                                             **relaxed_band_gap(jobs, self.code))
         return Flow([*jobs, displacements], name=f"phonon {atoms.get_chemical_formula()}")

@@ -109,12 +109,16 @@ def relaxed_first(structure: Any, settings: dict[str, Any], enabled: bool
     return [relaxation], relaxation.output["structure"]
 
 
-def relaxed_band_gap(jobs: list[Any]) -> Any:
-    """The band gap (eV) that the relaxation of :func:`relaxed_first` found, as a reference
-    for the jobs after it (they choose their occupations with it,
-    :func:`matdx.recipes.calculation.for_band_gap`); None without a relaxation (the jobs
-    then keep the protocol's occupations)."""
-    return jobs[0].output["band_gap"] if jobs else None
+def relaxed_band_gap(jobs: list[Any], code: str) -> dict[str, Any]:
+    """Keyword arguments that hand the band gap (eV) found by the relaxation of
+    :func:`relaxed_first` to the jobs after it, which choose their occupations with it
+    (:func:`matdx.recipes.calculation.for_band_gap`): ``{"band_gap": reference}`` when there
+    is a relaxation and ``code`` chooses its occupations by the gap, else ``{}`` (the jobs keep
+    the protocol's occupations, and their inputs, hence the results they may reuse, stay
+    those of earlier versions)."""
+    if not jobs or not code_info(code).inputs.occupations_by_band_gap:
+        return {}
+    return {"band_gap": jobs[0].output["band_gap"]}
 
 
 class RelaxMaker(CodeMaker):

@@ -36,7 +36,7 @@ def test_codes_without_smeared_protocols_keep_their_parameters():
 
 def test_the_jobs_after_a_relaxation_take_its_band_gap():
     relax, displacements = PhononMaker(code="espresso", protocol="fast").make(bulk("Si")).items
-    gap = decode(displacements.inputs)["args"][-1]
+    gap = decode(displacements.inputs)["kwargs"]["band_gap"]
     assert isinstance(gap, OutputReference)
     assert (gap.job_id, gap.path) == (relax.id, ("band_gap",))
     eos = EOSMaker(code="espresso", protocol="fast").make(bulk("Si")).items
@@ -45,4 +45,7 @@ def test_the_jobs_after_a_relaxation_take_its_band_gap():
     assert {(p["band_gap"].job_id, p["band_gap"].path) for p in points} == \
         {(eos[0].id, ("band_gap",))}
     [alone] = PhononMaker(code="espresso", relax_first=False).make(bulk("Si")).items
-    assert decode(alone.inputs)["args"][-1] is None
+    assert "band_gap" not in decode(alone.inputs)["kwargs"]
+    # codes that do not choose occupations by the gap: the jobs' inputs are unchanged
+    emt = EOSMaker(code="emt").make(bulk("Cu")).items
+    assert all("band_gap" not in decode(j.inputs)["kwargs"] for j in emt[1:])
