@@ -3,9 +3,10 @@
 Every test that uses a store (through ``home``, ``client`` or ``store_url``) runs twice: on
 SQLite and on PostgreSQL (``[sqlite]`` / ``[postgresql]`` in the test id); on PostgreSQL
 only when marked ``postgres`` (tests of several people, which SQLite does not serve). The
-PostgreSQL server is started once per session from the installed binaries (:mod:`matdx.store.pgserver`);
-each test gets a fresh database of its own, copied from a migrated template. Run one backend
-only with ``--store-backend sqlite`` (or ``postgresql``).
+PostgreSQL server is started once per session from the installed binaries
+(:mod:`matdx.store.pgserver`); each test gets a fresh database of its own, copied from a
+migrated template. Run one backend only with ``--store-backend sqlite`` (or
+``postgresql``).
 """
 
 from __future__ import annotations

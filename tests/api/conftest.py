@@ -74,9 +74,9 @@ def token_of(store: Store):
     """A bearer header for a user: ``token_of("alice", groups={"A"})``.
 
     A SQLite store serves its OS account only, so a test that needs a token of another
-    person is skipped there: it runs on PostgreSQL (the store for several people), where the
-    user is a person's login role (made if missing, with the given projects and
-    administrator membership; roles are shared by the server's databases).
+    person is marked ``postgres`` and runs on PostgreSQL only (the store for several
+    people), where the user is a person's login role (made if missing, with the given
+    projects and administrator membership; roles are shared by the server's databases).
     """
     from matdx.store.identity import os_account
     from matdx.store.roles import add_member, add_user, ensure_service_roles, list_users
@@ -84,7 +84,10 @@ def token_of(store: Store):
 
     def issue(user: str, groups: set[str] | None = None, admin: bool = False) -> dict[str, str]:
         if store.backend == "sqlite" and user != os_account():
-            pytest.skip(f"a token of {user!r}: several people share a store on PostgreSQL")
+            pytest.fail(
+                f"a token of {user!r} on SQLite, which serves its OS account only: mark the "
+                "test `postgres` (several people share a store on PostgreSQL)"
+            )
         if store.backend == "postgresql":
             known = {u.name: u for u in list_users(store.engine)}
             if user not in known:

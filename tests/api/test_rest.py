@@ -138,6 +138,7 @@ def stored(store):
     return {k: d["record_id"] for k, d in docs.items()}
 
 
+@pytest.mark.postgres  # tokens of several people: PostgreSQL's
 def test_artifacts_ranges_embargo_and_names(http, stored, token_of):
     public = stored["public"]
     url = f"/records/{public}/artifacts/output/log.txt"
@@ -156,6 +157,7 @@ def test_artifacts_ranges_embargo_and_names(http, stored, token_of):
     assert http.get(f"/records/{public}/artifacts/../../healthz").status_code == 404
 
 
+@pytest.mark.postgres  # tokens of several people: PostgreSQL's
 def test_records_query_fields_and_cursor(http, stored, token_of):
     alice = token_of("alice")
     first = http.get(
@@ -191,6 +193,7 @@ def test_hostile_record_queries(http, store, stored, params, message):
     assert _count(store, Record) == before
 
 
+@pytest.mark.postgres  # tokens of several people: PostgreSQL's
 def test_exports_leave_export_controlled_records_behind(http, stored, token_of):
     lines = http.get("/exports/optimade-jsonl", headers=token_of("alice")).text.splitlines()
     ids = {json.loads(line).get("id") for line in lines[2:]}
@@ -201,6 +204,7 @@ def test_exports_leave_export_controlled_records_behind(http, stored, token_of):
     assert http.get("/exports/xlsx").status_code == 400
 
 
+@pytest.mark.postgres  # tokens of several people: PostgreSQL's
 def test_rate_limit_per_token(make_app, token_of):
     limited = make_app(rate_per_minute=3)
     alice = token_of("alice")
