@@ -18,7 +18,13 @@ from sqlalchemy.orm import Session
 
 from matdx.store.search import RecordQuery
 
-__all__ = ["discoverable", "discovery_document", "discovery_page", "discovery_summary"]
+__all__ = [
+    "discoverable",
+    "discovery_count",
+    "discovery_document",
+    "discovery_page",
+    "discovery_summary",
+]
 
 _HIDDEN = (
     "FROM record_discovery d WHERE d.embargoed"
@@ -47,13 +53,9 @@ def _only_discovery_criteria(query: RecordQuery) -> bool:
     )
 
 
-def discovery_page(session: Session, query: RecordQuery) -> list[dict[str, Any]]:
-    """Up to ``query.limit + 1`` rows (ordered by record id, after ``query.after``) that the
-    session's role may discover but not read and that match ``query``; empty on SQLite,
-    where the store's own search lists them."""
-    if not _applies(session) or not _only_discovery_criteria(query):
-        return []
-    where, values = [], {"limit": query.limit + 1}
+def _conditions(query: RecordQuery) -> tuple[str, dict[str, Any]]:
+    where: list[str] = []
+    values: dict[str, Any] = {}
     for i, element in enumerate(query.elements or ()):
         where.append(f"strpos(d.elements, :e{i}) > 0")
         values[f"e{i}"] = f",{element},"
@@ -78,14 +80,30 @@ def discovery_page(session: Session, query: RecordQuery) -> list[dict[str, Any]]
         if listed:
             where.append(f"d.{name} = ANY (CAST(:{name} AS text[]))")
             values[name] = list(listed)
+    return "".join(f" AND {w}" for w in where), values
+
+
+def discovery_page(session: Session, query: RecordQuery) -> list[dict[str, Any]]:
+    """Up to ``query.limit + 1`` rows (ordered by record id, after ``query.after``) that the
+    session's role may discover but not read and that match ``query``; empty on SQLite,
+    where the store's own search lists them."""
+    if not _applies(session) or not _only_discovery_criteria(query):
+        return []
+    where, values = _conditions(query)
     if query.after is not None:
-        where.append("d.record_id > :after")
+        where += " AND d.record_id > :after"
         values["after"] = query.after
-    statement = f"SELECT {_COLUMNS} {_HIDDEN}" + "".join(f" AND {w}" for w in where)
-    rows = session.execute(
-        text(statement + " ORDER BY d.record_id LIMIT :limit"), values
-    ).mappings()
+    statement = f"SELECT {_COLUMNS} {_HIDDEN}{where} ORDER BY d.record_id LIMIT :limit"
+    rows = session.execute(text(statement), {**values, "limit": query.limit + 1}).mappings()
     return [dict(row) for row in rows]
+
+
+def discovery_count(session: Session, query: RecordQuery) -> int:
+    """How many rows :func:`discovery_page` would list over all pages."""
+    if not _applies(session) or not _only_discovery_criteria(query):
+        return 0
+    where, values = _conditions(query)
+    return session.scalar(text(f"SELECT count(*) {_HIDDEN}{where}"), values) or 0
 
 
 def discoverable(session: Session, record_id: str) -> dict[str, Any] | None:

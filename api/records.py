@@ -12,14 +12,23 @@ from sqlalchemy import and_, select
 from matdx.api.deps import RequesterDep, SessionDep, SettingsDep, StoreDep
 from matdx.api.discovery import (
     discoverable,
+    discovery_count,
     discovery_document,
     discovery_page,
     discovery_summary,
 )
 from matdx.store.access import Purpose, access_filter, allowed, discovery_view
 from matdx.store.models import ProvenanceEdge, Record, RecordArtifact
+from matdx.store.queries import MIN_PREFIX
 from matdx.store.records import upgrade_document
-from matdx.store.search import SUMMARY_COLUMNS, QueryError, RecordQuery, parse_range, search_records
+from matdx.store.search import (
+    SUMMARY_COLUMNS,
+    QueryError,
+    RecordQuery,
+    count_records,
+    parse_range,
+    search_records,
+)
 
 __all__ = ["router"]
 
@@ -124,6 +133,7 @@ def list_records(
     fields: Annotated[
         str | None, Query(description="summary fields to return, or 'document'")
     ] = None,
+    count: Annotated[bool, Query(description="also count every matching record")] = False,
 ) -> dict[str, Any]:
     """Records the requester may read that match every criterion, a page at a time."""
     if not 1 <= limit <= settings.max_page:
@@ -170,7 +180,10 @@ def list_records(
     next_url = None
     if next_after is not None:
         next_url = str(request.url.include_query_params(after=next_after))
-    return {"items": items, "next_after": next_after, "next": next_url}
+    answer = {"items": items, "next_after": next_after, "next": next_url}
+    if count:
+        answer["count"] = count_records(session, query, requester) + discovery_count(session, query)
+    return answer
 
 
 def _readable(session: Any, requester: Any, record_id: str) -> dict[str, Any] | None:
@@ -179,9 +192,36 @@ def _readable(session: Any, requester: Any, record_id: str) -> dict[str, Any] | 
     if allowed(session, requester, Purpose.READ, [record_id]):
         return None
     hidden = discoverable(session, record_id)
+    if hidden is None and MIN_PREFIX <= len(record_id) < 36:
+        raise HTTPException(
+            404,
+            f"record {record_id}: no such record visible to {requester.name} "
+            f"(a prefix? see /records/resolve/{record_id})",
+        )
     if hidden is None:
         raise HTTPException(404, f"record {record_id}: no such record visible to {requester.name}")
     return hidden
+
+
+@router.get("/resolve/{prefix}")
+def resolve_record(prefix: str, session: SessionDep, requester: RequesterDep) -> dict[str, str]:
+    """The id of the one record the requester may discover whose id starts with ``prefix``
+    (at least 4 characters, as ``matdx show`` takes them)."""
+    if len(prefix) < MIN_PREFIX or not all(c in "0123456789abcdef-" for c in prefix):
+        raise HTTPException(400, f"prefix {prefix!r}: at least {MIN_PREFIX} characters of an id")
+    visible = access_filter(requester, Purpose.READ)
+    matches = list(
+        session.scalars(
+            select(Record.record_id)
+            .where(Record.record_id.startswith(prefix), visible)
+            .order_by(Record.record_id)
+            .limit(2)
+        )
+    )
+    if len(matches) != 1:
+        found = ", ".join(m[:12] for m in matches) or "no visible record"
+        raise HTTPException(404, f"record {prefix!r}: matches {found}")
+    return {"record_id": matches[0]}
 
 
 @router.get("/{record_id}")

@@ -36,13 +36,18 @@ def _count(store, model) -> int:
 
 @pytest.mark.slow
 def test_a_campaign_submitted_over_http_completes_and_reads_the_same(
-    http, home, store, token_of, store_backend
+    http, home, store, service_store, token_of, store_backend
 ):
     # The submitter: alice on PostgreSQL, where the CLI acts as her by name; a SQLite store is
     # one OS account's, and its CLI cannot claim another identity, so that account submits.
     owner = "alice" if store_backend == "postgresql" else getpass.getuser()
     as_alice = {"MATDX_USER": "alice"} if store_backend == "postgresql" else {}
     alice = token_of(owner)
+    if store_backend == "postgresql":  # the service acts as each request's role
+        from matdx.store.identity import connected_role
+        from matdx.store.roles import AUTHENTICATOR_ROLE
+
+        assert connected_role(service_store.engine).name == AUTHENTICATOR_ROLE
     assert http.post("/campaigns", content=CAMPAIGN).status_code == 401  # anonymous
     submitted = http.post("/campaigns", content=CAMPAIGN, headers=alice)
     assert submitted.status_code == 201, submitted.text
@@ -54,9 +59,7 @@ def test_a_campaign_submitted_over_http_completes_and_reads_the_same(
         if status["done"]:
             break
     assert status["done"] and status["counts"] == {"COMPLETED": status["total"]}
-    cli = matdx_cli(
-        "results", "http-eos", "--format", "json", env=as_alice
-    )
+    cli = matdx_cli("results", "http-eos", "--format", "json", env=as_alice)
     assert cli.returncode == 0, cli.stderr
     printed = {row["formula"]: row for row in json.loads(cli.stdout)}
     fits = http.get(
@@ -72,6 +75,11 @@ def test_a_campaign_submitted_over_http_completes_and_reads_the_same(
         for key in ("V0_per_atom", "E0_per_atom", "B0_GPa", "B0_prime"):
             assert fit["results"]["properties"][key] == row[key], key
             assert over_optimade["_matdx_properties"][key] == row[key], key
+            print(
+                f"{store_backend} {row['formula']} {key}: CLI {row[key]!r} "
+                f"HTTP {fit['results']['properties'][key]!r} "
+                f"OPTIMADE {over_optimade['_matdx_properties'][key]!r}"
+            )
     statics = http.get(
         "/records",
         params={"calculation": "static", "elements": "Cu", "only_elements": "Cu", "limit": 100},
