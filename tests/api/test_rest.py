@@ -219,3 +219,29 @@ def test_rate_limit_per_token(make_app, token_of):
     codes = [limited.get("/records", headers=alice).status_code for _ in range(4)]
     assert codes == [200, 200, 200, 429]
     assert limited.get("/records", headers=token_of("bob")).status_code == 200
+
+
+def test_anonymous_pages_counts_and_prefixes(http, stored):
+    """Anonymous readers page through public records and embargoed ones' discovery metadata
+    (on PostgreSQL the embargoed row comes from the view ``record_discovery``, as the
+    anonymous role's row-level security hides it in ``records``)."""
+    seen, url = [], "/records?limit=1&count=true"
+    while url:
+        page = http.get(url).json()
+        assert page["count"] == 2
+        seen += page["items"]
+        url = page["next"]
+    assert [i["record_id"] for i in seen] == sorted([stored["public"], stored["embargoed"]])
+    embargoed = next(i for i in seen if i["record_id"] == stored["embargoed"])
+    assert embargoed["formula"] == "Ni" and embargoed["elements"] == ["Ni"]
+    assert embargoed["code"] is None and embargoed["properties"] == {}
+    found = http.get("/records", params={"elements": "Ni", "count": "true"}).json()
+    assert [i["record_id"] for i in found["items"]] == [stored["embargoed"]]
+    assert found["count"] == 1
+    document = http.get(f"/records/{stored['embargoed']}").json()
+    assert document["embargoed"] is True and "results" not in document
+    assert document["system"]["chemical_formula_reduced"] == "Ni"
+    public = stored["public"]
+    assert http.get(f"/records/resolve/{public[:8]}").json() == {"record_id": public}
+    assert http.get(f"/records/resolve/{stored['private'][:8]}").status_code == 404
+    assert http.get("/records/resolve/abc").status_code == 400
