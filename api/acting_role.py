@@ -78,10 +78,13 @@ def token_requester(session: Session, claimed: Requester) -> Requester | None:
     """On PostgreSQL, the requester a token of ``claimed.user`` proves, as the database knows
     the role (its projects and administrator membership, whatever the token's row says); None
     when that name is not a person's role the service may act as (a superuser, the owner, a
-    group). On SQLite, ``claimed`` itself."""
+    group, or a role not granted to the service's own). On SQLite, ``claimed`` itself."""
     if session.bind.dialect.name != "postgresql":
         return claimed
     person = person_role(session, claimed.user or "")
     if person is None:
+        return None
+    may_switch = text("SELECT pg_has_role(session_user, :name, 'MEMBER')")
+    if not session.scalar(may_switch, {"name": person.name}):  # not granted to the service
         return None
     return Requester(person.name, frozenset(person.projects), admin=person.admin)

@@ -70,7 +70,8 @@ def requester_of(request: Request) -> Requester:
             raise HTTPException(
                 401,
                 f"a token of {claimed.user!r}: not a person's role this service may act as "
-                "(add it with `matdx users add`)",
+                "(people are added with `matdx users add`; `matdx users service` grants them "
+                "to the service's role)",
                 headers={"WWW-Authenticate": "Bearer"},
             )
         _check_single_user(store, requester)

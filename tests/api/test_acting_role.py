@@ -4,13 +4,15 @@ filter, keeps a person's rows from the others."""
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from ase.build import bulk
 from sqlalchemy import text, true
 from sqlalchemy.exc import ProgrammingError
 
 from matdx.store.access import Requester
-from matdx.store.roles import ANONYMOUS_ROLE, AUTHENTICATOR_ROLE
+from matdx.store.roles import ANONYMOUS_ROLE, AUTHENTICATOR_ROLE, add_user
 from matdx.store.search import RecordQuery, search_records
 from tests.store.factory import document, insert_documents
 
@@ -71,13 +73,18 @@ def test_the_service_connects_as_the_authenticator_which_reads_nothing_itself(
 
 
 def test_a_token_of_a_role_that_is_no_person_is_refused(http, store):
-    """A token naming the store's owner (a superuser) or a group role proves nobody the
-    service may act as."""
+    """A token naming the store's owner (a superuser), a group role, the authenticator or a
+    person not granted to it proves nobody the service may act as."""
     from matdx.store.identity import connected_role
     from matdx.store.tokens import issue_token
 
     owner = connected_role(store.engine).name
-    for name in (owner, "matdx_admin", AUTHENTICATOR_ROLE):
+    # A person whose role was never granted to the service's role (made by hand).
+    stranger = f"u_{uuid.uuid4().hex[:8]}"
+    add_user(store.engine, stranger)
+    with store.engine.begin() as connection:
+        connection.execute(text(f"REVOKE {stranger} FROM {AUTHENTICATOR_ROLE}"))
+    for name in (owner, "matdx_admin", AUTHENTICATOR_ROLE, stranger):
         with store.transaction() as session:
             issued = issue_token(session, Requester(name), name=f"test {name}")
         answer = http.get("/records", headers={"Authorization": f"Bearer {issued.text}"})

@@ -29,7 +29,7 @@ SUBMITTED = re.compile(
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1500)
 def test_submit_status_and_results_print_the_same_through_the_service(served, tmp_path):
     url, token = served
     remote = {"MATDX_URL": url, "MATDX_TOKEN": token}
@@ -63,22 +63,19 @@ def test_submit_status_and_results_print_the_same_through_the_service(served, tm
     shown = matdx_cli("results", "remote-eos", "--format", "json", env=remote).stdout
     assert '"B0_GPa"' in shown and '"formula": "Cu"' in shown  # the numbers came through
     fit = json.loads(shown)[0]["record"]  # an 8-character prefix of the fit's record id
-    records = [
-        ("query", "--elements", "Cu", "--calculation", "static"),
-        ("query", "--calculation", "eos-fit", "--format", "json", "--count"),
-        ("query", "--elements", "Cu", "--limit", "3", "--format", "csv"),
-        ("query", "--elements", "Cu", "--limit", "3", "--count"),
-        ("query", "--campaign", "remote-eos", "--range", "B0_GPa=100:"),
-        ("show", fit),
-        ("show", fit, "--json"),
-    ]
-    for command in records:
+    records = {
+        ("query", "--elements", "Cu", "--limit", "3", "--count"): "more: add --after",
+        ("query", "--calculation", "eos-fit", "--format", "json", "--count"): '"count": 2',
+        ("query", "--campaign", "remote-eos", "--range", "B0_GPa=100:", "--format", "csv"): "",
+        ("show", fit): "",
+        ("show", fit, "--json"): '"B0_GPa"',
+    }
+    for command, expected in records.items():
         here = matdx_cli(*command, check=True)
         there = matdx_cli(*command, env=remote)
         assert there.returncode == 0, (command, there.stderr)
         assert there.stdout == here.stdout, command
-    assert "more: add --after" in matdx_cli(*records[3], env=remote).stdout
-    assert '"B0_GPa"' in matdx_cli("show", fit, "--json", env=remote).stdout
+        assert expected in there.stdout, command
     for fmt, name in (("optimade", "out.jsonl"), ("parquet", "out.parquet")):
         select = ("--elements", "Cu", "--campaign", "remote-eos")
         here = matdx_cli("export", fmt, str(tmp_path / f"local-{name}"), *select, check=True)
