@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session
 
+from matdx.api.acting_role import token_requester, transaction_as
 from matdx.api.settings import ServiceSettings
 from matdx.store.access import Requester
 from matdx.store.identity import SHARING, os_account
@@ -59,11 +60,20 @@ def requester_of(request: Request) -> Requester:
         store: Store = request.app.state.store
         try:
             with store.transaction() as session:
-                requester = authenticate(session, text.strip())
+                claimed = authenticate(session, text.strip())
+                requester = token_requester(session, claimed)
         except TokenError as refused:
             raise HTTPException(
                 401, str(refused), headers={"WWW-Authenticate": "Bearer"}
             ) from refused
+        if requester is None:
+            raise HTTPException(
+                401,
+                f"a token of {claimed.user!r}: not a person's role this service may act as "
+                "(people are added with `matdx users add`; `matdx users service` grants them "
+                "to the service's role)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         _check_single_user(store, requester)
     request.state.requester = requester
     return requester
@@ -90,11 +100,10 @@ def _check_single_user(store: Store, requester: Requester) -> None:
 def read_session(store: StoreDep, requester: RequesterDep) -> Iterator[Session]:
     """A session in one transaction for the request, as ``requester`` (rolled back on error).
 
-    Every route reads the store through this one transaction, so acting as the requester's
-    own database role for the transaction (``SET LOCAL ROLE`` on PostgreSQL, once the store
-    has a role per user) belongs here and nowhere else.
+    On PostgreSQL the transaction acts as the requester's own database role (``SET LOCAL
+    ROLE``, :mod:`matdx.api.acting_role`), so row-level security judges every row it reads.
     """
-    with store.transaction() as session:
+    with transaction_as(store, requester) as session:
         yield session
 
 

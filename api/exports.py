@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import FileResponse, StreamingResponse
 from starlette.background import BackgroundTask
 
+from matdx.api.acting_role import transaction_as
 from matdx.api.deps import RequesterDep, StoreDep
 from matdx.api.records import record_query
 from matdx.store.access import Requester
@@ -54,7 +55,7 @@ QueryDep = Annotated[RecordQuery, Depends(export_query)]
 def _jsonl(store: Store, requester: Requester, query: RecordQuery) -> Iterator[bytes]:
     yield (json.dumps({"x-optimade": {"api_version": API_VERSION}}) + "\n").encode()
     yield (json.dumps(info_line(), ensure_ascii=False) + "\n").encode()
-    with store.transaction() as session:
+    with transaction_as(store, requester) as session:
         for exported in exportable_records(session, requester, query):
             entry = optimade_entry(exported)
             if entry is not None:
@@ -82,7 +83,7 @@ def export(
 
 
 def _write(fmt: str, store: Store, requester: Requester, query: RecordQuery, scratch: Path) -> Path:
-    with store.transaction() as session:
+    with transaction_as(store, requester) as session:
         if fmt == "parquet":
             from matdx.store.export_parquet import write_parquet
 

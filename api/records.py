@@ -10,18 +10,33 @@ from fastapi.responses import FileResponse
 from sqlalchemy import and_, select
 
 from matdx.api.deps import RequesterDep, SessionDep, SettingsDep, StoreDep
+from matdx.api.discovery import (
+    discoverable,
+    discovery_count,
+    discovery_document,
+    discovery_page,
+    discovery_summary,
+)
 from matdx.store.access import Purpose, access_filter, allowed, discovery_view
 from matdx.store.models import ProvenanceEdge, Record, RecordArtifact
+from matdx.store.queries import MIN_PREFIX
 from matdx.store.records import upgrade_document
-from matdx.store.search import SUMMARY_COLUMNS, QueryError, RecordQuery, parse_range, search_records
+from matdx.store.search import (
+    SUMMARY_COLUMNS,
+    QueryError,
+    RecordQuery,
+    count_records,
+    parse_range,
+    search_records,
+)
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/records", tags=["records"])
-SUMMARY_FIELDS = frozenset(
-    {"formula" if c.key == "chemical_formula_reduced" else c.key for c in SUMMARY_COLUMNS}
-    | {"properties"}
-)
+SUMMARY_KEYS = [
+    "formula" if c.key == "chemical_formula_reduced" else c.key for c in SUMMARY_COLUMNS
+]
+SUMMARY_FIELDS = frozenset({*SUMMARY_KEYS, "properties"})
 CSV = Annotated[str | None, Query(description="comma-separated values")]
 
 
@@ -118,6 +133,7 @@ def list_records(
     fields: Annotated[
         str | None, Query(description="summary fields to return, or 'document'")
     ] = None,
+    count: Annotated[bool, Query(description="also count every matching record")] = False,
 ) -> dict[str, Any]:
     """Records the requester may read that match every criterion, a page at a time."""
     if not 1 <= limit <= settings.max_page:
@@ -148,26 +164,76 @@ def list_records(
         after=after,
     )
     page = search_records(session, query, requester, documents=documents)
-    items = page.items
+    items, next_after = page.items, page.next_after
+    hidden = discovery_page(session, query)  # PostgreSQL: embargoed rows an outsider may list
+    if hidden:
+        shown = [
+            discovery_document(r) if documents else discovery_summary(r, SUMMARY_KEYS)
+            for r in hidden
+        ]
+        merged = sorted([*items, *shown], key=lambda item: item["record_id"])
+        more = len(merged) > limit or next_after is not None
+        items = merged[:limit]
+        next_after = items[-1]["record_id"] if more else None
     if wanted and not documents:
         items = [{k: item.get(k) for k in ["record_id", *wanted]} for item in items]
     next_url = None
-    if page.next_after is not None:
-        next_url = str(request.url.include_query_params(after=page.next_after))
-    return {"items": items, "next_after": page.next_after, "next": next_url}
+    if next_after is not None:
+        next_url = str(request.url.include_query_params(after=next_after))
+    answer = {"items": items, "next_after": next_after, "next": next_url}
+    if count:
+        answer["count"] = count_records(session, query, requester) + discovery_count(session, query)
+    return answer
 
 
-def _readable(session: Any, requester: Any, record_id: str) -> None:
-    if not allowed(session, requester, Purpose.READ, [record_id]):
+def _readable(session: Any, requester: Any, record_id: str) -> dict[str, Any] | None:
+    """Raise 404 unless the requester may discover the record; the discovery row when only
+    the view ``record_discovery`` shows it (PostgreSQL, a running embargo), else None."""
+    if allowed(session, requester, Purpose.READ, [record_id]):
+        return None
+    hidden = discoverable(session, record_id)
+    if hidden is None and MIN_PREFIX <= len(record_id) < 36:
+        raise HTTPException(
+            404,
+            f"record {record_id}: no such record visible to {requester.name} "
+            f"(a prefix? see /records/resolve/{record_id})",
+        )
+    if hidden is None:
         raise HTTPException(404, f"record {record_id}: no such record visible to {requester.name}")
+    return hidden
+
+
+@router.get("/resolve/{prefix}")
+def resolve_record(prefix: str, session: SessionDep, requester: RequesterDep) -> dict[str, str]:
+    """The id of the one record the requester may discover whose id starts with ``prefix``
+    (at least 4 characters, as ``matdx show`` takes them)."""
+    if len(prefix) < MIN_PREFIX or not all(c in "0123456789abcdef-" for c in prefix):
+        raise HTTPException(400, f"prefix {prefix!r}: at least {MIN_PREFIX} characters of an id")
+    visible = access_filter(requester, Purpose.READ)
+    matches = list(
+        session.scalars(
+            select(Record.record_id)
+            .where(Record.record_id.startswith(prefix), visible)
+            .order_by(Record.record_id)
+            .limit(2)
+        )
+    )
+    if len(matches) != 1:
+        found = ", ".join(m[:12] for m in matches) or "no visible record"
+        raise HTTPException(404, f"record {prefix!r}: matches {found}")
+    return {"record_id": matches[0]}
 
 
 @router.get("/{record_id}")
 def get_record(record_id: str, session: SessionDep, requester: RequesterDep) -> dict[str, Any]:
     """One record's document (current schema); under a running embargo, an outsider gets its
     discovery metadata only."""
-    _readable(session, requester, record_id)
+    hidden = _readable(session, requester, record_id)
+    if hidden is not None:
+        return discovery_document(hidden)
     row = session.get(Record, record_id)
+    if row is None:  # the database's row-level security hides it from the requester's role
+        raise HTTPException(404, f"record {record_id}: no such record visible to {requester.name}")
     if not allowed(session, requester, Purpose.RESULTS, [record_id]):
         return discovery_view(row.document, row.created_at)
     return upgrade_document(row.document)
@@ -232,8 +298,8 @@ def download_artifact(
     if role not in ("input", "output"):
         raise HTTPException(400, f"role {role!r}: expected 'input' or 'output'")
     _check_name(name)
-    _readable(session, requester, record_id)
-    if not allowed(session, requester, Purpose.ARTIFACTS, [record_id]):
+    hidden = _readable(session, requester, record_id)
+    if hidden is not None or not allowed(session, requester, Purpose.ARTIFACTS, [record_id]):
         raise HTTPException(
             403, f"the artifacts of record {record_id} are withheld from {requester.name} (embargo)"
         )

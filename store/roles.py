@@ -13,16 +13,32 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from psycopg import sql
 from sqlalchemy import Engine, text
 
 from matdx.store.identity import ADMIN_ROLE, PROJECT_ROLE_PREFIX
 
-__all__ = ["RoleError", "StoreUser", "add_member", "add_user", "list_users"]
+__all__ = [
+    "ANONYMOUS_ROLE",
+    "AUTHENTICATOR_ROLE",
+    "RoleError",
+    "StoreUser",
+    "add_member",
+    "add_user",
+    "ensure_service_roles",
+    "list_users",
+    "person_role",
+]
 
 READERS_ROLE = "matdx_readers"
 USERS_ROLE = "matdx_users"
+#: The web service's login role: it owns nothing and inherits nothing (NOINHERIT); it may
+#: read the API tokens and switch, per transaction, to a person's role or the anonymous one.
+AUTHENTICATOR_ROLE = "matdx_authenticator"
+#: What a request without a token acts as: a reader that owns nothing and is in no project.
+ANONYMOUS_ROLE = "matdx_anonymous"
 # A role name is at most 63 bytes; a project's role adds its prefix.
 USER_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 PROJECT_NAME = re.compile(rf"^[A-Za-z0-9_][A-Za-z0-9_.-]{{0,{62 - len(PROJECT_ROLE_PREFIX)}}}$")
@@ -128,6 +144,12 @@ def add_user(
         statements.append(
             sql.SQL("GRANT {} TO {}").format(sql.Identifier(ADMIN_ROLE), sql.Identifier(name))
         )
+    if _exists(engine, AUTHENTICATOR_ROLE):  # the web service may act as the new person
+        statements.append(
+            sql.SQL("GRANT {} TO {}").format(
+                sql.Identifier(name), sql.Identifier(AUTHENTICATOR_ROLE)
+            )
+        )
     _run(engine, statements)
     return StoreUser(name, "reader" if reader else "user", admin, ())
 
@@ -167,7 +189,7 @@ def list_users(engine: Engine) -> list[StoreUser]:
                 "  WHERE starts_with(p.rolname, :prefix) AND pg_has_role(r.oid, p.oid, 'MEMBER')"
                 "  ORDER BY 1)"
                 " FROM pg_roles r"
-                " WHERE r.rolcanlogin AND NOT r.rolsuper"
+                " WHERE r.rolcanlogin AND NOT r.rolsuper AND NOT r.rolbypassrls"
                 " AND pg_has_role(r.oid, :readers, 'MEMBER')"
                 " ORDER BY r.rolname"
             ),
@@ -182,3 +204,72 @@ def list_users(engine: Engine) -> list[StoreUser]:
         StoreUser(name, "user" if user else "reader", bool(admin), tuple(projects))
         for name, user, admin, projects in rows
     ]
+
+
+def ensure_service_roles(engine: Engine, *, password: str | None = None) -> None:
+    """Create or complete the web service's roles; running it again changes nothing.
+
+    :data:`ANONYMOUS_ROLE` (``NOLOGIN``, a reader) and :data:`AUTHENTICATOR_ROLE` (``LOGIN
+    NOINHERIT BYPASSRLS``), which is granted every person's role and the anonymous one, so
+    that it can ``SET ROLE`` to them, and ``SELECT`` on ``api_tokens`` (no policy lets anyone
+    but the owner read that table, hence ``BYPASSRLS``) and ``alembic_version``, and nothing
+    else: without a ``SET ROLE`` it can read no record; after one, the person's own role is
+    judged by row-level security.
+
+    Parameters
+    ----------
+    password
+        The authenticator's password (set or changed), for the service's connection URL.
+
+    Raises
+    ------
+    RoleError
+        On SQLite, or without the privilege (a ``BYPASSRLS`` role needs a superuser).
+    """
+    _require_postgresql(engine)
+    authenticator, anonymous = sql.Identifier(AUTHENTICATOR_ROLE), sql.Identifier(ANONYMOUS_ROLE)
+    statements: list[sql.Composable] = []
+    if not _exists(engine, ANONYMOUS_ROLE):
+        statements.append(sql.SQL("CREATE ROLE {} NOLOGIN").format(anonymous))
+    statements.append(sql.SQL("ALTER ROLE {} NOLOGIN INHERIT").format(anonymous))
+    statements.append(sql.SQL("GRANT {} TO {}").format(sql.Identifier(READERS_ROLE), anonymous))
+    attributes = sql.SQL("LOGIN NOINHERIT NOSUPERUSER BYPASSRLS NOCREATEDB NOCREATEROLE")
+    if password is not None:
+        attributes = sql.SQL("{} PASSWORD {}").format(attributes, sql.Literal(password))
+    verb = "ALTER" if _exists(engine, AUTHENTICATOR_ROLE) else "CREATE"
+    statements.append(sql.SQL(verb + " ROLE {} {}").format(authenticator, attributes))
+    for table in ("api_tokens", "alembic_version"):
+        statements.append(
+            sql.SQL("GRANT SELECT ON {} TO {}").format(sql.Identifier(table), authenticator)
+        )
+    for role in [ANONYMOUS_ROLE, *(user.name for user in list_users(engine))]:
+        statements.append(sql.SQL("GRANT {} TO {}").format(sql.Identifier(role), authenticator))
+    _run(engine, statements)
+
+
+def person_role(engine_or_connection: Any, name: str) -> StoreUser | None:
+    """``name``'s role if it is a person's (a login role in ``matdx_readers``, neither
+    superuser nor ``BYPASSRLS``), else None: the only roles the web service acts as."""
+    rows = engine_or_connection.execute(
+        text(
+            "SELECT pg_has_role(r.oid, :users, 'MEMBER'),"
+            " pg_has_role(r.oid, :admin, 'MEMBER'),"
+            " ARRAY(SELECT substr(p.rolname, length(:prefix) + 1) FROM pg_roles p"
+            "  WHERE starts_with(p.rolname, :prefix) AND pg_has_role(r.oid, p.oid, 'MEMBER')"
+            "  ORDER BY 1)"
+            " FROM pg_roles r"
+            " WHERE r.rolname = :name AND r.rolcanlogin AND NOT r.rolsuper"
+            " AND NOT r.rolbypassrls AND pg_has_role(r.oid, :readers, 'MEMBER')"
+        ),
+        {
+            "name": name,
+            "users": USERS_ROLE,
+            "admin": ADMIN_ROLE,
+            "readers": READERS_ROLE,
+            "prefix": PROJECT_ROLE_PREFIX,
+        },
+    ).first()
+    if rows is None:
+        return None
+    user, admin, projects = rows
+    return StoreUser(name, "user" if user else "reader", bool(admin), tuple(projects))

@@ -1,10 +1,12 @@
 """Fixtures shared by all tests: a throwaway matdx home and store per test.
 
 Every test that uses a store (through ``home``, ``client`` or ``store_url``) runs twice: on
-SQLite and on PostgreSQL (``[sqlite]`` / ``[postgresql]`` in the test id). The PostgreSQL
-server is started once per session from the installed binaries (:mod:`matdx.store.pgserver`);
-each test gets a fresh database of its own, copied from a migrated template. Run one backend
-only with ``--store-backend sqlite`` (or ``postgresql``).
+SQLite and on PostgreSQL (``[sqlite]`` / ``[postgresql]`` in the test id); on PostgreSQL
+only when marked ``postgres`` (tests of several people, which SQLite does not serve). The
+PostgreSQL server is started once per session from the installed binaries
+(:mod:`matdx.store.pgserver`); each test gets a fresh database of its own, copied from a
+migrated template. Run one backend only with ``--store-backend sqlite`` (or
+``postgresql``).
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Parametrize every test that (through its fixtures) uses a store over the backends."""
     if "store_backend" in metafunc.fixturenames:
         chosen = metafunc.config.getoption("store_backend") or list(BACKENDS)
+        if metafunc.definition.get_closest_marker("postgres") is not None:
+            # Several people's tests: a SQLite store is one OS account's by design.
+            chosen = [b for b in chosen if b == "postgresql"]
         metafunc.parametrize("store_backend", chosen)
 
 

@@ -250,7 +250,8 @@ def show(
     job with its attempts, or a campaign."""
     from matdx.cli.summary import print_summary
 
-    shown = _existing_client(home).show(identifier)
+    remote = remote_client()  # $MATDX_URL: a record from the service, printed the same
+    shown = remote.show_record(identifier) if remote else _existing_client(home).show(identifier)
     if as_json:
         sys.stdout.write(json.dumps(shown, default=str, indent=2, ensure_ascii=False) + "\n")
         return

@@ -203,6 +203,20 @@ def _client(home: Path | None) -> Any:
     return Client(home)
 
 
+def _remote(user: str | None, groups: list[str] | None, admin: bool) -> Any:
+    """The service ``$MATDX_URL`` names (None: the local store); there the token says who
+    the user is, so ``--user``, ``--group`` and ``--admin`` are refused."""
+    from matdx.remote import remote_client
+
+    remote = remote_client()
+    if remote is not None and (user or groups or admin):
+        raise UserError(
+            "--user/--group/--admin: through a service ($MATDX_URL) the token ($MATDX_TOKEN) "
+            "says who you are"
+        )
+    return remote
+
+
 # -- matdx query ----------------------------------------------------------------------------
 
 
@@ -239,10 +253,19 @@ def query(
             elements, any_elements, only_elements, formula, nsites, calculation, code, tag,
             ranges, campaign, access, owner, status, functional, potential,
         )  # fmt: skip
-        client = _client(home)
-        requester = _requester(client, user, group, admin)
-        page = client.query(requester=requester, limit=limit, after=after, **criteria)
-        total = client.count(requester=requester, **criteria) if count else None
+        remote = _remote(user, group, admin)
+        if remote is not None:  # $MATDX_URL: the service's /records, printed the same
+            from matdx.store.search import Page
+
+            items, next_after, total = remote.query(
+                limit=limit, after=after, count=count, **criteria
+            )
+            page = Page(items, next_after)
+        else:
+            client = _client(home)
+            requester = _requester(client, user, group, admin)
+            page = client.query(requester=requester, limit=limit, after=after, **criteria)
+            total = client.count(requester=requester, **criteria) if count else None
     rows = [_summary_row(item) for item in page.items]
     if fmt == OutputFormat.json:
         sys.stdout.write(
@@ -430,6 +453,13 @@ def _make_export_command(fmt: ExportFormat, what: str, target: str) -> None:
             if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-9:
                 raise UserError(f"--split {split!r}: expected three shares adding up to 1")
             extra = {"fractions": fractions, "seed": seed} if fmt == ExportFormat.extxyz else {}
+            remote = _remote(user, group, admin)
+            if remote is not None:  # $MATDX_URL: the service's /exports, written the same
+                if license:
+                    raise UserError("--license: a service's export does not take it")
+                result = remote.export(fmt.value, output, overwrite=overwrite, **criteria)
+                console.print(_describe(fmt, output, result), highlight=False)
+                return
             client = _client(home)
             result = client.export(
                 fmt.value,

@@ -56,6 +56,37 @@ def users_add(
     )
 
 
+@users_app.command("service")
+def users_service(
+    password: Annotated[
+        bool, typer.Option("--password", help="ask for the authenticator's password")
+    ] = False,
+    home: Home = None,
+) -> None:
+    """Create or complete the web service's roles (run again after adding people by other
+    means): the authenticator `matdx serve` connects as, and the anonymous reader."""
+    from matdx.store.roles import (
+        ANONYMOUS_ROLE,
+        AUTHENTICATOR_ROLE,
+        RoleError,
+        ensure_service_roles,
+    )
+
+    secret = (
+        typer.prompt("password", hide_input=True, confirmation_prompt=True) if password else None
+    )
+    try:
+        ensure_service_roles(_engine(home), password=secret)
+    except RoleError as error:
+        _fail(error)
+    console.print(
+        f"service roles ready: connect `matdx serve` as {AUTHENTICATOR_ROLE} "
+        f"(anonymous requests act as {ANONYMOUS_ROLE})",
+        highlight=False,
+        markup=False,
+    )
+
+
 @users_app.command("list")
 def users_list(home: Home = None, fmt: Format = OutputFormat.table) -> None:
     """Every person's role, with their projects."""

@@ -25,8 +25,27 @@ def store(home: Path) -> Iterator[Store]:
 
 
 @pytest.fixture
-def make_app(store: Store):
-    """Build the application over the test's store with given settings."""
+def service_store(store: Store) -> Iterator[Store]:
+    """The store as the service opens it: on PostgreSQL connected as the authenticator role
+    (which reads nothing itself and switches to each request's role); on SQLite the store."""
+    if store.backend == "sqlite":
+        yield store
+        return
+    from sqlalchemy.engine import make_url
+
+    from matdx.store.roles import AUTHENTICATOR_ROLE, ensure_service_roles
+
+    ensure_service_roles(store.engine)
+    url = make_url(store.url).set(username=AUTHENTICATOR_ROLE, password=None)
+    service = Store(store.home, url.render_as_string(hide_password=False))
+    yield service
+    service.dispose()
+
+
+@pytest.fixture
+def make_app(service_store: Store):
+    """Build the application over the test's store with given settings (on PostgreSQL
+    connected as the authenticator)."""
     from fastapi.testclient import TestClient
 
     from matdx.api.app import create_app
@@ -35,7 +54,7 @@ def make_app(store: Store):
     clients = []
 
     def make(**settings) -> TestClient:
-        client = TestClient(create_app(store, ServiceSettings(**settings)))
+        client = TestClient(create_app(service_store, ServiceSettings(**settings)))
         clients.append(client)
         return client
 
@@ -55,14 +74,29 @@ def token_of(store: Store):
     """A bearer header for a user: ``token_of("alice", groups={"A"})``.
 
     A SQLite store serves its OS account only, so a test that needs a token of another
-    person is skipped there: it runs on PostgreSQL (the store for several people).
+    person is marked ``postgres`` and runs on PostgreSQL only (the store for several
+    people), where the user is a person's login role (made if missing, with the given
+    projects and administrator membership; roles are shared by the server's databases).
     """
     from matdx.store.identity import os_account
+    from matdx.store.roles import add_member, add_user, ensure_service_roles, list_users
     from matdx.store.tokens import issue_token
 
     def issue(user: str, groups: set[str] | None = None, admin: bool = False) -> dict[str, str]:
         if store.backend == "sqlite" and user != os_account():
-            pytest.skip(f"a token of {user!r}: several people share a store on PostgreSQL")
+            pytest.fail(
+                f"a token of {user!r} on SQLite, which serves its OS account only: mark the "
+                "test `postgres` (several people share a store on PostgreSQL)"
+            )
+        if store.backend == "postgresql":
+            known = {u.name: u for u in list_users(store.engine)}
+            if user not in known:
+                add_user(store.engine, user, admin=admin)
+            else:
+                assert known[user].admin == admin, f"role {user}: admin is {known[user].admin}"
+            for group in sorted(groups or ()):
+                add_member(store.engine, group, user)
+            ensure_service_roles(store.engine)
         with store.transaction() as session:
             issued = issue_token(
                 session,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
+import pytest
 from ase.build import bulk
 
 from matdx.store.models import utcnow
@@ -47,6 +48,7 @@ EXPECTED = {
 }
 
 
+@pytest.mark.postgres  # tokens of several people: PostgreSQL's
 def test_access_matrix_over_http(http, store, token_of):
     blob = artifact(store, b"bytes of an output file", name="out.txt")
     ids = {}

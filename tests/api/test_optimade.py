@@ -69,6 +69,7 @@ def test_anonymous_sees_public_structures_only(http, records):
     assert all(attrs["structure_features"] == [] for attrs in seen.values())
 
 
+@pytest.mark.postgres  # tokens of several people: PostgreSQL's
 def test_the_owner_sees_private_records_but_never_export_controlled_ones(http, records, token_of):
     ids = _ids(http, "page_limit=100", headers=token_of("alice"))
     assert records["private"]["record_id"] in ids
@@ -141,6 +142,7 @@ def test_sorted_pages(http, records):
     assert seen == sorted(seen, key=lambda x: (-x[0], x[1]))
 
 
+@pytest.mark.postgres  # tokens of several people: PostgreSQL's
 def test_single_entry_and_access(http, records, token_of):
     public_id = next(iter(records["public"]))
     entry = http.get(f"/optimade/v1/structures/{public_id}").json()["data"]

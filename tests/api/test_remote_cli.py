@@ -1,11 +1,14 @@
-"""``MATDX_URL`` + ``MATDX_TOKEN``: ``matdx submit``, ``status`` and ``results`` talk to a live
-service and print the same as against the local store."""
+"""``MATDX_URL`` + ``MATDX_TOKEN``: ``matdx submit``, ``status``, ``results``, ``query``,
+``show`` and ``export`` talk to a live service and print (and write) the same as against the
+local store."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import httpx
+import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import matdx_cli
@@ -26,7 +29,7 @@ SUBMITTED = re.compile(
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1500)
 def test_submit_status_and_results_print_the_same_through_the_service(served, tmp_path):
     url, token = served
     remote = {"MATDX_URL": url, "MATDX_TOKEN": token}
@@ -59,6 +62,42 @@ def test_submit_status_and_results_print_the_same_through_the_service(served, tm
         assert there.stdout == here.stdout, command
     shown = matdx_cli("results", "remote-eos", "--format", "json", env=remote).stdout
     assert '"B0_GPa"' in shown and '"formula": "Cu"' in shown  # the numbers came through
+    fit = json.loads(shown)[0]["record"]  # an 8-character prefix of the fit's record id
+    records = {
+        ("query", "--elements", "Cu", "--limit", "3", "--count"): "more: add --after",
+        ("query", "--calculation", "eos-fit", "--format", "json", "--count"): '"count": 2',
+        ("query", "--campaign", "remote-eos", "--range", "B0_GPa=100:", "--format", "csv"): "",
+        ("show", fit): "",
+        ("show", fit, "--json"): '"B0_GPa"',
+    }
+    for command, expected in records.items():
+        here = matdx_cli(*command, check=True)
+        there = matdx_cli(*command, env=remote)
+        assert there.returncode == 0, (command, there.stderr)
+        assert there.stdout == here.stdout, command
+        assert expected in there.stdout, command
+    for fmt, name in (("optimade", "out.jsonl"), ("parquet", "out.parquet")):
+        select = ("--elements", "Cu", "--campaign", "remote-eos")
+        here = matdx_cli("export", fmt, str(tmp_path / f"local-{name}"), *select, check=True)
+        there = matdx_cli("export", fmt, str(tmp_path / f"remote-{name}"), *select, env=remote)
+        assert there.returncode == 0, there.stderr
+        assert there.stdout.replace("remote-", "local-") == here.stdout, fmt
+        assert "8 record(s)" in here.stdout  # 7 static points and the fit
+    local_lines = (tmp_path / "local-out.jsonl").read_text().splitlines()
+    remote_lines = (tmp_path / "remote-out.jsonl").read_text().splitlines()
+    assert remote_lines[0] == local_lines[0] and len(remote_lines) == len(local_lines)
+    assert [json.loads(line) for line in remote_lines[2:]] == [
+        json.loads(line) for line in local_lines[2:]
+    ]
+    assert pq.read_table(tmp_path / "remote-out.parquet").equals(
+        pq.read_table(tmp_path / "local-out.parquet")
+    )
+    again = matdx_cli("export", "optimade", str(tmp_path / "remote-out.jsonl"), env=remote)
+    assert again.returncode == 2 and "--overwrite" in again.stderr  # never overwritten
+    unsupported = matdx_cli("export", "extxyz", str(tmp_path / "xyz"), env=remote)
+    assert unsupported.returncode == 2 and "exports optimade, parquet only" in unsupported.stderr
+    claimed = matdx_cli("query", "--user", "bob", env=remote)
+    assert claimed.returncode == 2 and "the token" in claimed.stderr
 
     # refusals come back as one line and exit code 2
     anonymous = matdx_cli("status", "remote-eos", env={"MATDX_URL": url})

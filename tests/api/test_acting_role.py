@@ -1,0 +1,92 @@
+"""Each request acts as its own database role (PostgreSQL): the service connects as the
+authenticator, which reads nothing itself, and row-level security, not the Python access
+filter, keeps a person's rows from the others."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from ase.build import bulk
+from sqlalchemy import text, true
+from sqlalchemy.exc import ProgrammingError
+
+from matdx.store.access import Requester
+from matdx.store.roles import ANONYMOUS_ROLE, AUTHENTICATOR_ROLE, add_user
+from matdx.store.search import RecordQuery, search_records
+from tests.store.factory import document, insert_documents
+
+pytestmark = pytest.mark.postgres
+
+
+def _alice_records(store) -> dict[str, str]:
+    ids = {}
+    for access, element in (("private", "Fe"), ("group", "Cu"), ("public", "Al")):
+        made = document(bulk(element, "fcc", a=3.9), owner="alice", project="A", access=access)
+        insert_documents(store, made)
+        ids[access] = made["record_id"]
+    return ids
+
+
+def test_bob_gets_no_private_row_when_the_python_filter_is_bypassed(
+    http, store, service_store, token_of, monkeypatch
+):
+    ids = _alice_records(store)
+    bob = token_of("bob", {"B"})
+    # The Python side lets everything through: every access condition is TRUE, every id
+    # allowed.
+    monkeypatch.setattr("matdx.store.search.access_filter", lambda *a, **k: true())
+    monkeypatch.setattr("matdx.api.records.allowed", lambda session, r, p, wanted, **k: set(wanted))
+    # The bypass is real: the store's owner, whom row-level security does not judge, now
+    # finds alice's private record for bob.
+    with store.transaction() as session:
+        leaked = search_records(session, RecordQuery.parse(limit=100), Requester("bob", {"B"}))
+    assert ids["private"] in {item["record_id"] for item in leaked.items}
+
+    listed = http.get("/records?limit=100", headers=bob)
+    assert listed.status_code == 200, listed.text
+    assert {item["record_id"] for item in listed.json()["items"]} == {ids["public"]}
+    for level in ("private", "group"):
+        assert http.get(f"/records/{ids[level]}", headers=bob).status_code == 404
+        assert http.get(f"/records/{ids[level]}").status_code == 404  # anonymous
+    alice = token_of("alice", {"A"})
+    mine = http.get("/records?limit=100", headers=alice).json()["items"]
+    assert {item["record_id"] for item in mine} == set(ids.values())
+
+
+def test_the_service_connects_as_the_authenticator_which_reads_nothing_itself(
+    http, service_store, token_of
+):
+    with service_store.engine.connect() as connection:
+        assert connection.scalar(text("SELECT current_user")) == AUTHENTICATOR_ROLE
+        with pytest.raises(ProgrammingError, match="permission denied for table records"):
+            connection.execute(text("SELECT count(*) FROM records"))
+    # Each request's transaction runs as the token's role or the anonymous reader.
+    with service_store.transaction() as session:
+        from matdx.api.acting_role import switch_role
+
+        switch_role(session, ANONYMOUS_ROLE)
+        assert session.scalar(text("SELECT current_user")) == ANONYMOUS_ROLE
+        assert session.scalar(text("SELECT session_user")) == AUTHENTICATOR_ROLE
+    with service_store.transaction() as session:  # SET LOCAL ended with the transaction
+        assert session.scalar(text("SELECT current_user")) == AUTHENTICATOR_ROLE
+
+
+def test_a_token_of_a_role_that_is_no_person_is_refused(http, store):
+    """A token naming the store's owner (a superuser), a group role, the authenticator or a
+    person not granted to it proves nobody the service may act as."""
+    from matdx.store.identity import connected_role
+    from matdx.store.tokens import issue_token
+
+    owner = connected_role(store.engine).name
+    # A person whose role was never granted to the service's role (made by hand).
+    stranger = f"u_{uuid.uuid4().hex[:8]}"
+    add_user(store.engine, stranger)
+    with store.engine.begin() as connection:
+        connection.execute(text(f"REVOKE {stranger} FROM {AUTHENTICATOR_ROLE}"))
+    for name in (owner, "matdx_admin", AUTHENTICATOR_ROLE, stranger):
+        with store.transaction() as session:
+            issued = issue_token(session, Requester(name), name=f"test {name}")
+        answer = http.get("/records", headers={"Authorization": f"Bearer {issued.text}"})
+        assert answer.status_code == 401, (name, answer.text)
+        assert "not a person's role" in answer.json()["detail"]
