@@ -63,7 +63,7 @@ from matdx.codes.execution import Profile
 from matdx.codes.handlers import ErrorHandler, read_text
 from matdx.codes.inputs import InputGenerator
 from matdx.codes.kpoints import bandpath_kpoints, kpoint_grid
-from matdx.codes.monitors import Monitor, StopFileBeforeLimit
+from matdx.codes.monitors import Monitor, StopFileBeforeLimit, clean_stop_margin
 from matdx.codes.registry import ALL_RECIPES, CodeInfo
 from matdx.codes.results import CalculationResult, band_gap, file_sha256
 from matdx.codes.trajectory import Frames
@@ -477,8 +477,9 @@ class EspressoTemplate(Template):
         if timeout_s is not None and timeout_s >= 10.0:
             written = (read_parameters_record(directory) or {}).get("parameters") or {}
             prefix = (written.get("control") or {}).get("prefix", "pwscf")
-            margin = min(max(0.1 * timeout_s, 3.0), 600.0)
-            monitors.append(StopFileBeforeLimit(timeout_s, margin, f"{prefix}.EXIT"))
+            monitors.append(
+                StopFileBeforeLimit(timeout_s, clean_stop_margin(timeout_s), f"{prefix}.EXIT")
+            )
         return monitors
 
     def arguments(self) -> list[str]:
