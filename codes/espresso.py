@@ -52,6 +52,7 @@ from ase.constraints import FixAtoms, FixCartesian
 from ase.data import atomic_masses, atomic_numbers
 from ase.units import Bohr, Ry
 
+from matdx.codes.bandgap import gap_value
 from matdx.codes.base import (
     Template,
     read_parameters_record,
@@ -65,7 +66,7 @@ from matdx.codes.inputs import InputGenerator
 from matdx.codes.kpoints import bandpath_kpoints, kpoint_grid
 from matdx.codes.monitors import Monitor, StopFileBeforeLimit, clean_stop_margin
 from matdx.codes.registry import ALL_RECIPES, CodeInfo
-from matdx.codes.results import CalculationResult, band_gap, file_sha256
+from matdx.codes.results import CalculationResult, file_sha256
 from matdx.codes.trajectory import Frames
 from matdx.safety.text import check_keys, check_tree, check_word
 
@@ -762,7 +763,7 @@ class EspressoTemplate(Template):
         if out.homo is not None and out.lumo is not None:
             gap = max(0.0, out.lumo - out.homo)
         elif eigenvalues is not None:
-            gap = band_gap(eigenvalues, fermi, occupations)
+            gap = gap_value(eigenvalues, fermi, occupations)
         pseudos = []
         for item in parameters.get("species", []):
             file = directory / PSEUDO_SUBDIR / item["pseudopotential"]

@@ -53,6 +53,7 @@ from pymatgen.io.vasp.inputs import POTCAR_STATS_PATH, Incar, Kpoints, Poscar
 from pymatgen.io.vasp.outputs import Outcar, Vasprun
 from pymatgen.io.vasp.sets import MPNonSCFSet, MPRelaxSet, MPStaticSet
 
+from matdx.codes.bandgap import gap_value
 from matdx.codes.base import (
     Template,
     read_parameters_record,
@@ -78,7 +79,7 @@ from matdx.codes.inputs import InputGenerator
 from matdx.codes.kpoints import kpoint_grid
 from matdx.codes.monitors import FrozenOutput, Monitor, StopFileBeforeLimit, clean_stop_margin
 from matdx.codes.registry import CodeInfo
-from matdx.codes.results import CalculationResult, band_gap
+from matdx.codes.results import CalculationResult
 from matdx.codes.trajectory import Frames
 from matdx.safety.text import check_keys, check_tree, check_word
 
@@ -452,7 +453,7 @@ class VaspTemplate(Template):
             stress=stress,
             fermi_level=None if run.efermi is None else float(run.efermi),
             band_gap=(
-                None if eigenvalues is None else band_gap(eigenvalues, run.efermi, occupations)
+                None if eigenvalues is None else gap_value(eigenvalues, run.efermi, occupations)
             ),
             eigenvalues=eigenvalues,
             occupations=occupations,
