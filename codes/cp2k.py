@@ -83,11 +83,13 @@ __all__ = [
     "STOP_FILE",
     "Cp2kCholesky",
     "Cp2kGeoOpt",
+    "Cp2kInputError",
     "Cp2kInterrupted",
     "Cp2kSCF",
     "Cp2kTemplate",
     "custodian_handlers",
     "format_cp2k_input",
+    "input_error",
     "parse_cp2k_input",
     "parse_cp2k_output",
     "stopped_on_request",
@@ -306,6 +308,7 @@ class Cp2kTemplate(Template):
         custodian's for what they do not know (an abort, stagnant imprecise SCF, a run stuck in
         the OT preconditioner), then the walltime restart."""
         return (
+            Cp2kInputError(),
             OutOfMemory((OUTPUT, ERROR)),
             Cp2kCholesky(),
             Cp2kSCF(),
@@ -623,7 +626,7 @@ def custodian_handlers() -> tuple[CustodianHandler, ...]:
     files = {"input_file": INPUT, "output_file": OUTPUT}
     return (
         wrap(lambda: cc.AbortHandler(**files), "AbortHandler", "numerical",
-             error_kinds={"cholesky": "numerical"}),
+             error_kinds={"cholesky": "numerical"}, when=_not_an_input_error),
         wrap(lambda: cc.UnconvergedScfErrorHandler(**files), "UnconvergedScfErrorHandler",
              "numerical", error_class=SCFError, when=_not_stopped_on_request),
         wrap(lambda: cc.NumericalPrecisionHandler(**files), "NumericalPrecisionHandler",
@@ -643,6 +646,45 @@ def stopped_on_request(directory: Path) -> bool:
 
 def _not_stopped_on_request(directory: Path) -> bool:
     return not stopped_on_request(directory)
+
+
+_INPUT_ABORT = re.compile(
+    r"\[ABORT\](?P<box>(?:.*\n){1,12}?)\s*\*\s*/ \\\s+(?P<where>\S*input\S*\.F:\d+)\s*\*"
+)
+
+
+def input_error(directory: Path) -> str | None:
+    """CP2K's message when it refused its input (an ``[ABORT]`` raised by its input parser,
+    ``input/*.F``: an unknown keyword or section, a bad value), else None."""
+    match = _INPUT_ABORT.search(read_text(Path(directory) / OUTPUT))
+    if match is None:
+        return None
+    lines = [line.strip(" *|/\\O_") for line in match.group("box").splitlines()]
+    message = " ".join(line for line in lines if line)
+    return f"{message} ({match.group('where')})"
+
+
+def _not_an_input_error(directory: Path) -> bool:
+    return input_error(directory) is None
+
+
+class Cp2kInputError(ErrorHandler):
+    """CP2K refused its input (``[ABORT]`` from its input parser: an unknown keyword or
+    section, a value of the wrong type). Kind ``input`` and no correction: rerunning the same
+    input fails the same way, so the workflow engine fails the job at once with CP2K's
+    message."""
+
+    name = "input_refused"
+    kind: ClassVar[Kind] = "input"
+    default_max_corrections = 1
+
+    def detect(self, directory: Path) -> bool:
+        return input_error(Path(directory)) is not None
+
+    def correct(
+        self, directory: Path, parameters: Mapping[str, Any], atoms: Atoms
+    ) -> Correction:
+        raise NoCorrection(f"CP2K refused the input: {input_error(Path(directory))}")
 
 
 def _input(directory: Path) -> dict[str, Any]:
