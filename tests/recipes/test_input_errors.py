@@ -26,6 +26,7 @@ def client(tmp_path):
 
 
 @pytest.mark.programs
+@pytest.mark.slow
 def test_cp2k_input_errors_fail_at_the_first_attempt(client):
     require("cp2k")
     silicon = {"code": "cp2k", "protocol": "fast", "structures": [{"bulk": ["Si"]}]}
