@@ -73,24 +73,38 @@ from matdx.codes.handlers import (
 )
 from matdx.codes.inputs import InputGenerator
 from matdx.codes.kpoints import kpoint_grid
+from matdx.codes.monitors import Monitor, StopFileBeforeLimit, clean_stop_margin
 from matdx.codes.registry import CodeInfo
 from matdx.codes.results import CalculationResult, atoms_from_dict, atoms_to_dict
 from matdx.codes.trajectory import Frames
 from matdx.safety.text import check_keys, check_tree
 
 __all__ = [
+    "STOP_FILE",
     "Cp2kCholesky",
     "Cp2kGeoOpt",
+    "Cp2kInputError",
     "Cp2kInterrupted",
     "Cp2kSCF",
     "Cp2kTemplate",
     "custodian_handlers",
     "format_cp2k_input",
+    "input_error",
     "parse_cp2k_input",
     "parse_cp2k_output",
+    "stopped_on_request",
 ]
 
 INPUT, OUTPUT, ERROR, PROJECT = "cp2k.inp", "cp2k.out", "cp2k.err", "cp2k"
+STOP_FILE = f"{PROJECT}.EXIT"
+"""CP2K polls for ``PROJECT.EXIT`` (and ``EXIT``) in its working directory at every SCF and
+geometry step; when it appears CP2K ends the loops, prints ``*** SCF run terminated by external
+request ***``, writes its restart files and ends normally (and deletes the file)."""
+CP2K_STOP_LATENCY_S = 30.0
+"""Least seconds before a time limit at which ``cp2k.EXIT`` is written (CP2K reacts late)."""
+_STOP_REQUESTED = re.compile(
+    r"run terminated by external request|exceeded requested execution time"
+)
 # Section and keyword names of raw ``input`` sections (``_`` is the section parameter,
 # ``_lines`` raw lines, KIND labels are element-like words).
 CP2K_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
@@ -294,6 +308,7 @@ class Cp2kTemplate(Template):
         custodian's for what they do not know (an abort, stagnant imprecise SCF, a run stuck in
         the OT preconditioner), then the walltime restart."""
         return (
+            Cp2kInputError(),
             OutOfMemory((OUTPUT, ERROR)),
             Cp2kCholesky(),
             Cp2kSCF(),
@@ -301,6 +316,26 @@ class Cp2kTemplate(Template):
             *custodian_handlers(),
             Cp2kInterrupted(),
         )
+
+    def monitors(
+        self,
+        directory: Path,
+        parameters: Mapping[str, Any],
+        timeout_s: float | None,
+        stall_s: float | None,
+    ) -> list[Monitor]:
+        """The frozen-output monitor and, with a time limit of 60 s or more, ``cp2k.EXIT``
+        written 10 % of it (30 s to 10 min) before it ends: CP2K then stops its SCF and
+        geometry loops, writes ``cp2k-RESTART.wfn`` and ends by itself, and
+        :class:`Cp2kInterrupted` continues from there.
+
+        At least 30 s: CP2K 2023.1 noticed the file 17-19 s after it appeared in our runs
+        (it does not look for it at every SCF step)."""
+        monitors = super().monitors(directory, parameters, timeout_s, stall_s)
+        if timeout_s is not None and timeout_s >= 60.0:
+            margin = max(clean_stop_margin(timeout_s), CP2K_STOP_LATENCY_S)
+            monitors.append(StopFileBeforeLimit(timeout_s, margin, STOP_FILE))
+        return monitors
 
     def arguments(self) -> list[str]:
         return ["-i", INPUT]
@@ -591,16 +626,65 @@ def custodian_handlers() -> tuple[CustodianHandler, ...]:
     files = {"input_file": INPUT, "output_file": OUTPUT}
     return (
         wrap(lambda: cc.AbortHandler(**files), "AbortHandler", "numerical",
-             error_kinds={"cholesky": "numerical"}),
+             error_kinds={"cholesky": "numerical"}, when=_not_an_input_error),
         wrap(lambda: cc.UnconvergedScfErrorHandler(**files), "UnconvergedScfErrorHandler",
-             "numerical", error_class=SCFError),
+             "numerical", error_class=SCFError, when=_not_stopped_on_request),
         wrap(lambda: cc.NumericalPrecisionHandler(**files), "NumericalPrecisionHandler",
-             "numerical", error_class=SCFError),
+             "numerical", error_class=SCFError, when=_not_stopped_on_request),
         # a dead run directory is always "frozen" by its age: act only on a run stuck in the
         # preconditioner, whose rerun would stick again with a longer walltime
         wrap(lambda: cc.FrozenJobErrorHandler(timeout=0, **files), "FrozenJobErrorHandler",
              "numerical", found=lambda h: bool(getattr(h, "frozen_preconditioner", False))),
     )
+
+
+def stopped_on_request(directory: Path) -> bool:
+    """Whether CP2K ended its loops at a stop file's request or at its own walltime (its
+    restart files are then complete; an unconverged SCF there is no convergence failure)."""
+    return _STOP_REQUESTED.search(read_text(Path(directory) / OUTPUT)) is not None
+
+
+def _not_stopped_on_request(directory: Path) -> bool:
+    return not stopped_on_request(directory)
+
+
+_INPUT_ABORT = re.compile(
+    r"\[ABORT\](?P<box>(?:.*\n){1,12}?)\s*\*\s*/ \\\s+(?P<where>\S*input\S*\.F:\d+)\s*\*"
+)
+
+
+def input_error(directory: Path) -> str | None:
+    """CP2K's message when it refused its input (an ``[ABORT]`` raised by its input parser,
+    ``input/*.F``: an unknown keyword or section, a bad value), else None."""
+    match = _INPUT_ABORT.search(read_text(Path(directory) / OUTPUT))
+    if match is None:
+        return None
+    lines = [line.strip(" *|/\\O_") for line in match.group("box").splitlines()]
+    message = " ".join(line for line in lines if line)
+    return f"{message} ({match.group('where')})"
+
+
+def _not_an_input_error(directory: Path) -> bool:
+    return input_error(directory) is None
+
+
+class Cp2kInputError(ErrorHandler):
+    """CP2K refused its input (``[ABORT]`` from its input parser: an unknown keyword or
+    section, a value of the wrong type). Kind ``input`` and no correction: rerunning the same
+    input fails the same way, so the workflow engine fails the job at once with CP2K's
+    message."""
+
+    name = "input_refused"
+    kind: ClassVar[Kind] = "input"
+    default_max_corrections = 1
+
+    def detect(self, directory: Path) -> bool:
+        return input_error(Path(directory)) is not None
+
+    def correct(
+        self, directory: Path, parameters: Mapping[str, Any], atoms: Atoms
+    ) -> Correction:
+        raise NoCorrection(f"CP2K refused the input: {input_error(Path(directory))}")
 
 
 def _input(directory: Path) -> dict[str, Any]:
@@ -628,7 +712,8 @@ class Cp2kSCF(ErrorHandler):
     _pattern = re.compile(r"SCF run NOT converged|outer SCF loop FAILED to converge")
 
     def detect(self, directory: Path) -> bool:
-        return self._pattern.search(read_text(Path(directory) / OUTPUT)) is not None
+        text = read_text(Path(directory) / OUTPUT)
+        return self._pattern.search(text) is not None and _STOP_REQUESTED.search(text) is None
 
     def correct(
         self, directory: Path, parameters: Mapping[str, Any], atoms: Atoms
@@ -790,20 +875,34 @@ class Cp2kGeoOpt(ErrorHandler):
 
 
 class Cp2kInterrupted(Interrupted):
-    """Timeout, walltime (``exceeded requested execution time``) or killed process: a relaxation
-    restarts from its last structure, a single point reruns."""
+    """Timeout, walltime or killed process.
+
+    After CP2K stopped by itself (``cp2k.EXIT`` written by the walltime monitor, CP2K's own
+    ``WALLTIME``, or a user's ``EXIT`` file) its restart files are complete: the next attempt
+    continues from this run's ``cp2k-RESTART.wfn`` (``parent_directory``) and, for a
+    relaxation, from the last structure. After a kill the wavefunction file may be torn: a
+    relaxation restarts from its last structure, a single point reruns.
+    """
 
     def __init__(self, max_corrections: int | None = None) -> None:
-        super().__init__(
-            files=(OUTPUT,),
-            markers=re.compile(r"exceeded requested execution time"),
-            max_corrections=max_corrections,
-        )
+        super().__init__(files=(OUTPUT,), markers=_STOP_REQUESTED,
+                         max_corrections=max_corrections)
 
     def correct(
         self, directory: Path, parameters: Mapping[str, Any], atoms: Atoms
     ) -> Correction:
-        structure = _last_positions(Path(directory))
+        directory = Path(directory)
+        structure = _last_positions(directory)
+        wavefunction = directory / f"{PROJECT}-RESTART.wfn"
+        if stopped_on_request(directory) and wavefunction.is_file():
+            what = "continue from this run's wavefunction"
+            if structure is not None:
+                what += " and last structure"
+            return self.base_correction(
+                directory, what,
+                parameter_updates={"parent_directory": str(directory.resolve())},
+                restart_structure=structure,
+            )
         if structure is not None:
             return self.base_correction(
                 directory, "restart from the last structure", restart_structure=structure

@@ -132,6 +132,10 @@ class CustodianHandler(ErrorHandler):
     found
         Further condition on the custodian handler after a positive ``check`` (e.g. that
         CP2K's frozen job was stuck in the preconditioner), or None.
+    when
+        Condition on the run directory for consulting the handler at all (e.g. not after the
+        program stopped cleanly at a stop file's request, which leaves an unconverged loop
+        that is no convergence failure), or None.
     max_corrections
         Budget of this handler per calculation (default 5).
     checks_finished_runs
@@ -151,6 +155,7 @@ class CustodianHandler(ErrorHandler):
         error_kinds: Mapping[str, Kind] | None = None,
         error_class: type[CalculationFailed] = CalculationFailed,
         found: Callable[[Any], bool] | None = None,
+        when: Callable[[Path], bool] | None = None,
         max_corrections: int | None = None,
         checks_finished_runs: bool = False,
     ) -> None:
@@ -163,10 +168,11 @@ class CustodianHandler(ErrorHandler):
         self.error_kinds = dict(error_kinds or {})
         self.error_class = error_class  # type: ignore[misc]
         self.found = found
+        self.when = when
 
     def _run(self, directory: Path, correct: bool) -> tuple[Diagnosis, Translation | None] | None:
         directory = Path(directory)
-        if not directory.is_dir():
+        if not directory.is_dir() or (self.when is not None and not self.when(directory)):
             return None
         quiet = logging.getLogger("custodian")
         level = quiet.level

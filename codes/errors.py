@@ -33,7 +33,7 @@ two lists of kind strings are checked to be equal by the tests).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 if TYPE_CHECKING:
     from matdx.codes.handlers import Correction
@@ -66,7 +66,13 @@ class SetupError(CodeError):
 
 
 class InputError(SetupError, ValueError):
-    """Bad parameters, structure or calculation type, found before anything is written or run."""
+    """Bad parameters, structure or calculation type, found before anything is written or run.
+
+    Its failure ``kind`` is ``"input"``: the workflow engine never reruns it unchanged (the same
+    inputs fail the same way), whatever the job's own ``retries``.
+    """
+
+    kind: ClassVar[Kind] = "input"
 
 
 class UnsupportedCalculation(InputError):

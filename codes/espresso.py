@@ -52,6 +52,7 @@ from ase.constraints import FixAtoms, FixCartesian
 from ase.data import atomic_masses, atomic_numbers
 from ase.units import Bohr, Ry
 
+from matdx.codes.bandgap import gap_value
 from matdx.codes.base import (
     Template,
     read_parameters_record,
@@ -63,9 +64,9 @@ from matdx.codes.execution import Profile
 from matdx.codes.handlers import ErrorHandler, read_text
 from matdx.codes.inputs import InputGenerator
 from matdx.codes.kpoints import bandpath_kpoints, kpoint_grid
-from matdx.codes.monitors import Monitor, StopFileBeforeLimit
+from matdx.codes.monitors import Monitor, StopFileBeforeLimit, clean_stop_margin
 from matdx.codes.registry import ALL_RECIPES, CodeInfo
-from matdx.codes.results import CalculationResult, band_gap, file_sha256
+from matdx.codes.results import CalculationResult, file_sha256
 from matdx.codes.trajectory import Frames
 from matdx.safety.text import check_keys, check_tree, check_word
 
@@ -477,8 +478,9 @@ class EspressoTemplate(Template):
         if timeout_s is not None and timeout_s >= 10.0:
             written = (read_parameters_record(directory) or {}).get("parameters") or {}
             prefix = (written.get("control") or {}).get("prefix", "pwscf")
-            margin = min(max(0.1 * timeout_s, 3.0), 600.0)
-            monitors.append(StopFileBeforeLimit(timeout_s, margin, f"{prefix}.EXIT"))
+            monitors.append(
+                StopFileBeforeLimit(timeout_s, clean_stop_margin(timeout_s), f"{prefix}.EXIT")
+            )
         return monitors
 
     def arguments(self) -> list[str]:
@@ -761,7 +763,7 @@ class EspressoTemplate(Template):
         if out.homo is not None and out.lumo is not None:
             gap = max(0.0, out.lumo - out.homo)
         elif eigenvalues is not None:
-            gap = band_gap(eigenvalues, fermi, occupations)
+            gap = gap_value(eigenvalues, fermi, occupations)
         pseudos = []
         for item in parameters.get("species", []):
             file = directory / PSEUDO_SUBDIR / item["pseudopotential"]

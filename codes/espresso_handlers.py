@@ -64,13 +64,13 @@ from ase import Atoms
 from ase.data import covalent_radii
 from ase.units import Bohr, Ry
 
+from matdx.codes.bandgap import gap_value
 from matdx.codes.base import read_parameters_record
 from matdx.codes.errors import Kind, NoCorrection, SCFError
 from matdx.codes.espresso import OUTPUT, PwOutput, parse_pw_output
 from matdx.codes.execution import read_execution
 from matdx.codes.handlers import Correction, ErrorHandler, Interrupted, OutOfMemory, read_text
 from matdx.codes.monitors import Action, Monitor
-from matdx.codes.results import band_gap
 
 __all__ = [
     "DIAGONALIZATION_LADDER",
@@ -795,7 +795,7 @@ def _kpoint_shortfall(directory: Path, atoms: Atoms | None) -> tuple[list[int], 
 def _is_metal(out: PwOutput) -> bool:
     if out.eigenvalues is None or out.fermi_energy is None:
         return False
-    gap = band_gap(np.asarray(out.eigenvalues), out.fermi_energy, out.occupations)
+    gap = gap_value(np.asarray(out.eigenvalues), out.fermi_energy, out.occupations)
     return gap is not None and gap == 0.0
 
 

@@ -48,6 +48,7 @@ from typing import Any, ClassVar
 import numpy as np
 from ase import Atoms
 
+from matdx.codes.bandgap import gap_value
 from matdx.codes.base import (
     Template,
     read_parameters_record,
@@ -60,7 +61,7 @@ from matdx.codes.handlers import Correction, ErrorHandler, Interrupted, OutOfMem
 from matdx.codes.inputs import InputGenerator
 from matdx.codes.kpoints import kpoint_grid
 from matdx.codes.registry import CodeInfo
-from matdx.codes.results import CalculationResult, band_gap
+from matdx.codes.results import CalculationResult
 from matdx.safety.text import check_choice
 
 __all__ = ["CODE", "GpawInputs", "GpawSCF", "GpawTemplate", "setup_directories"]
@@ -390,7 +391,7 @@ class GpawTemplate(Template):
             forces=np.asarray(data["forces"], dtype=float),
             stress=None if data.get("stress") is None else np.asarray(data["stress"], float),
             fermi_level=fermi,
-            band_gap=None if fermi is None else band_gap(eigenvalues, fermi),
+            band_gap=None if fermi is None else gap_value(eigenvalues, fermi),
             eigenvalues=eigenvalues,
             kpoints=np.asarray(data["kpoints"], dtype=float),
             kweights=np.asarray(data["kweights"], dtype=float),

@@ -19,12 +19,18 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-__all__ = ["Action", "FrozenOutput", "Monitor", "StopFileBeforeLimit"]
+__all__ = ["Action", "FrozenOutput", "Monitor", "StopFileBeforeLimit", "clean_stop_margin"]
+
+
+def clean_stop_margin(limit_s: float) -> float:
+    """Seconds before a time limit of ``limit_s`` seconds at which a program is asked to stop
+    cleanly: 10 % of the limit, at least 3 s and at most 10 min."""
+    return min(max(0.1 * float(limit_s), 3.0), 600.0)
 
 
 @dataclass(frozen=True)
@@ -121,26 +127,42 @@ class FrozenOutput(Monitor):
 
 
 class StopFileBeforeLimit(Monitor):
-    """Ask a program to stop cleanly ``margin_s`` seconds before its time limit runs out.
+    """Ask a program to stop cleanly before its time limit runs out.
 
     Programs that poll for a stop file (Quantum ESPRESSO's ``PREFIX.EXIT``, CP2K's
-    ``EXIT``) then write their restart files and end on their own, so the next attempt
-    continues instead of starting over after a kill.
+    ``PROJECT.EXIT``, VASP's ``STOPCAR``) then write their restart files and end on their own,
+    so the next attempt continues instead of starting over after a kill. The file is written
+    once, when the time left is below the larger of ``margin_s`` and three times the longest
+    step so far (``step_s``; custodian's VASP walltime rule), so a slow step still ends in
+    time.
 
     Parameters
     ----------
     limit_s
         The time limit of the run, in seconds.
     margin_s
-        Seconds before the limit at which the stop file is written; the program needs them to
-        finish its current step and write its restart files.
+        Least seconds before the limit at which the stop file is written; the program needs
+        them to finish its current step and write its restart files.
     stop_file
         Name of the stop file, relative to the run directory.
+    content
+        Text of the stop file (VASP reads ``LSTOP = .TRUE.``; the others only test that the
+        file exists).
+    step_s
+        Reads the run directory and returns the longest step so far in seconds (0 when none
+        finished yet), or None to use ``margin_s`` alone.
     """
 
     name = "walltime_approaching"
 
-    def __init__(self, limit_s: float, margin_s: float, stop_file: str) -> None:
+    def __init__(
+        self,
+        limit_s: float,
+        margin_s: float,
+        stop_file: str,
+        content: str = "stop requested by matdx: the time limit is near\n",
+        step_s: Callable[[Path], float] | None = None,
+    ) -> None:
         if not limit_s > 0 or not margin_s >= 0:
             raise ValueError(
                 f"limit_s={limit_s!r}, margin_s={margin_s!r}: need a positive limit and a "
@@ -151,18 +173,29 @@ class StopFileBeforeLimit(Monitor):
         self.limit_s = float(limit_s)
         self.margin_s = float(margin_s)
         self.stop_file = stop_file
+        self.content = content
+        self.step_s = step_s
         self._asked = False
 
+    def margin(self, directory: Path) -> float:
+        """Seconds before the limit at which to ask: ``margin_s`` or three of the longest
+        steps so far, whichever is larger."""
+        step = self.step_s(Path(directory)) if self.step_s is not None else 0.0
+        return max(self.margin_s, 3.0 * step)
+
     def check(self, directory: Path, elapsed_s: float) -> Action | None:
-        if self._asked or elapsed_s < self.limit_s - self.margin_s:
+        if self._asked:
+            return None
+        left = self.limit_s - elapsed_s
+        if left > self.margin(directory):
             return None
         self._asked = True
         path = Path(directory) / self.stop_file
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("stop requested by matdx: the time limit is near\n")
+        path.write_text(self.content)
         return Action(
             self.name,
-            f"{self.limit_s - elapsed_s:.0f} s of the {self.limit_s:.0f} s limit left: asked "
+            f"{left:.0f} s of the {self.limit_s:.0f} s limit left: asked "
             f"the program to stop cleanly ({self.stop_file})",
             stop=False,
             elapsed_s=elapsed_s,

@@ -26,7 +26,6 @@ __all__ = [
     "CalculationResult",
     "atoms_from_dict",
     "atoms_to_dict",
-    "band_gap",
     "file_sha256",
     "frames_from_dict",
     "frames_to_dict",
@@ -109,78 +108,6 @@ def frames_from_dict(data: dict[str, Any]) -> Frames:
     )
 
 
-def band_gap(
-    eigenvalues: np.ndarray,
-    fermi_level: float | None = None,
-    occupations: np.ndarray | None = None,
-    tolerance: float = 1e-3,
-) -> float | None:
-    """Fundamental band gap from Kohn–Sham eigenvalues; 0 for a metal.
-
-    The program-level estimate of the band-gap rule that every record uses
-    (``matdx.kernels.dos.band_gap``, whose module docstring states it; tests/recipes/
-    test_band_gap_rule.py checks that both agree). The occupied states are those with
-    occupation above one half of the full occupation (when ``occupations`` are given) or
-    those at or below ``fermi_level + tolerance``. A band that has states both below
-    ``fermi_level - tolerance`` and above ``fermi_level + tolerance`` crosses the Fermi level,
-    as does a partially occupied state or a band occupied at one k-point and empty at another:
-    the system is a metal and the gap is 0.
-
-    Parameters
-    ----------
-    eigenvalues : (n_spins, n_kpoints, n_bands) eV
-    fermi_level : eV
-        Fermi energy, or the highest occupied level for fixed occupations.
-    occupations : (n_spins, n_kpoints, n_bands), optional
-        Occupation numbers in any normalisation (0–1 or 0–2).
-    tolerance : eV
-        Width of the window around the Fermi level treated as degenerate with it.
-
-    Returns
-    -------
-    float or None
-        The gap (conduction-band minimum minus valence-band maximum over all spins and
-        k-points) in eV, 0.0 for a metal, or ``None`` when it cannot be computed (no unoccupied
-        band was computed, or neither occupations nor a Fermi level were given).
-    """
-    eigenvalues = np.asarray(eigenvalues, dtype=float)
-    if eigenvalues.ndim != 3:
-        raise ValueError(
-            f"eigenvalues: expected shape (n_spins, n_kpoints, n_bands), got {eigenvalues.shape}"
-        )
-    if occupations is not None:
-        occupations = np.asarray(occupations, dtype=float)
-        if occupations.shape != eigenvalues.shape:
-            raise ValueError(
-                f"occupations: shape {occupations.shape} differs from eigenvalues "
-                f"{eigenvalues.shape}"
-            )
-        if occupations.max() <= 0:
-            return None
-        two = eigenvalues.shape[0] == 1 and occupations.max() > 1.0 + 1e-6
-        full = 2.0 if two else 1.0
-        occupied = occupations > 0.5 * full
-        partial = (occupations > 0.02 * full) & (occupations < 0.98 * full)
-        if partial.any():
-            return 0.0
-    elif fermi_level is not None:
-        below = eigenvalues < fermi_level - tolerance
-        above = eigenvalues > fermi_level + tolerance
-        crossing = below.any(axis=1) & above.any(axis=1)  # (n_spins, n_bands)
-        if crossing.any():
-            return 0.0
-        occupied = eigenvalues <= fermi_level + tolerance
-    else:
-        return None
-    if occupied.all() or not occupied.any():
-        return None
-    if (occupied.any(axis=1) & (~occupied).any(axis=1)).any():
-        return 0.0  # a band occupied at one k-point and empty at another
-    vbm = float(eigenvalues[occupied].max())
-    cbm = float(eigenvalues[~occupied].min())
-    return max(0.0, cbm - vbm)
-
-
 def _plain(value: Any) -> Any:
     """Recursively turn numpy arrays and scalars into lists, floats and ints."""
     if isinstance(value, np.ndarray):
@@ -225,7 +152,8 @@ class CalculationResult:
     fermi_level : float or None
         eV; the highest occupied level for fixed occupations.
     band_gap : float or None
-        eV; 0.0 for metals; None when no unoccupied states were computed.
+        eV, by matdx's one band-gap rule (:mod:`matdx.codes.bandgap`); 0.0 for metals; None
+        when no unoccupied states were computed.
     eigenvalues : (n_spins, n_kpoints, n_bands) ndarray or None
         Kohn–Sham eigenvalues, eV.
     occupations : (n_spins, n_kpoints, n_bands) ndarray or None

@@ -53,6 +53,7 @@ from pymatgen.io.vasp.inputs import POTCAR_STATS_PATH, Incar, Kpoints, Poscar
 from pymatgen.io.vasp.outputs import Outcar, Vasprun
 from pymatgen.io.vasp.sets import MPNonSCFSet, MPRelaxSet, MPStaticSet
 
+from matdx.codes.bandgap import gap_value
 from matdx.codes.base import (
     Template,
     read_parameters_record,
@@ -66,7 +67,7 @@ from matdx.codes.custodian_handlers import (
     Translation,
 )
 from matdx.codes.errors import InputError, Kind, NoCorrection, ReadError, SCFError
-from matdx.codes.execution import Profile
+from matdx.codes.execution import Profile, read_execution
 from matdx.codes.handlers import (
     Correction,
     ErrorHandler,
@@ -76,24 +77,33 @@ from matdx.codes.handlers import (
 )
 from matdx.codes.inputs import InputGenerator
 from matdx.codes.kpoints import kpoint_grid
+from matdx.codes.monitors import FrozenOutput, Monitor, StopFileBeforeLimit, clean_stop_margin
 from matdx.codes.registry import CodeInfo
-from matdx.codes.results import CalculationResult, band_gap
+from matdx.codes.results import CalculationResult
 from matdx.codes.trajectory import Frames
 from matdx.safety.text import check_keys, check_tree, check_word
 
 __all__ = [
     "ERROR_KINDS",
+    "STOPCAR",
+    "IonicStepTimes",
     "VaspInterrupted",
     "VaspMaxForce",
     "VaspTemplate",
     "custodian_handlers",
     "custodian_validators",
     "finished_outcar",
+    "frozen_job_handler",
     "read_incar",
     "read_oszicar",
+    "stopped_on_request",
 ]
 
 STDOUT, STDERR = "vasp.out", "std_err.txt"
+STOPCAR = "STOPCAR"
+"""VASP reads ``STOPCAR`` at each ionic step: ``LSTOP = .TRUE.`` ends the run after the current
+ionic step, with CONTCAR and WAVECAR written."""
+_IONIC_STEP_TIME = re.compile(rb"LOOP\+:.*real time\s*([0-9.]+)")
 _LOGS = (STDOUT, STDERR, "OUTCAR")
 _SETS = {
     "static": (MPStaticSet, {}),
@@ -202,6 +212,36 @@ def _complete_vasprun(directory: Path) -> Vasprun | None:
 # --------------------------------------------------------------------------- template
 
 
+class IonicStepTimes:
+    """The longest ionic step of a running VASP so far, in seconds (``LOOP+`` real times in
+    OUTCAR), read incrementally: each call reads only what OUTCAR gained since the last one.
+    A new (shorter) OUTCAR starts over; 0.0 before the first ionic step ends."""
+
+    def __init__(self) -> None:
+        self._offset = 0
+        self._rest = b""
+        self._longest = 0.0
+
+    def __call__(self, directory: Path) -> float:
+        path = Path(directory) / "OUTCAR"
+        try:
+            size = path.stat().st_size
+            if size < self._offset:
+                self._offset, self._rest, self._longest = 0, b"", 0.0
+            with path.open("rb") as handle:
+                handle.seek(self._offset)
+                chunk = handle.read()
+        except OSError:
+            return self._longest
+        self._offset += len(chunk)
+        lines = (self._rest + chunk).split(b"\n")
+        self._rest = lines.pop()  # an unfinished last line is read again next time
+        for line in lines:
+            if (match := _IONIC_STEP_TIME.search(line)) is not None:
+                self._longest = max(self._longest, float(match.group(1)))
+        return self._longest
+
+
 class VaspTemplate(Template):
     """VASP (``vasp_std``) through pymatgen's Materials Project input sets.
 
@@ -223,9 +263,31 @@ class VaspTemplate(Template):
             OutOfMemory(_LOGS),
             *custodian_handlers(),
             VaspMaxForce(),
+            frozen_job_handler(),
             VaspInterrupted(),
             *custodian_validators(),
         )
+
+    def monitors(
+        self,
+        directory: Path,
+        parameters: Mapping[str, Any],
+        timeout_s: float | None,
+        stall_s: float | None,
+    ) -> list[Monitor]:
+        """The frozen-output monitor (6 h without a change of ``vasp.out``, as custodian's
+        ``FrozenJobErrorHandler``) and, with a time limit of 10 s or more, custodian's
+        walltime rule: a ``STOPCAR`` with ``LSTOP = .TRUE.`` once the time left is below the
+        larger of 10 % of the limit (3 s to 10 min) and three times the longest ionic step so
+        far (``LOOP+`` in OUTCAR). VASP then ends after its current ionic step and
+        :class:`VaspInterrupted` continues from CONTCAR and WAVECAR."""
+        monitors = super().monitors(directory, parameters, timeout_s, stall_s)
+        if timeout_s is not None and timeout_s >= 10.0:
+            monitors.append(StopFileBeforeLimit(
+                timeout_s, clean_stop_margin(timeout_s), STOPCAR, "LSTOP = .TRUE.\n",
+                step_s=IonicStepTimes(),
+            ))
+        return monitors
 
     def write_input(
         self,
@@ -391,7 +453,7 @@ class VaspTemplate(Template):
             stress=stress,
             fermi_level=None if run.efermi is None else float(run.efermi),
             band_gap=(
-                None if eigenvalues is None else band_gap(eigenvalues, run.efermi, occupations)
+                None if eigenvalues is None else gap_value(eigenvalues, run.efermi, occupations)
             ),
             eigenvalues=eigenvalues,
             occupations=occupations,
@@ -484,6 +546,35 @@ def translate_custodian(directory: Path, corrected: Path, diagnosis: Diagnosis) 
     return Translation(updates, structure, notes)
 
 
+def stopped_on_request(directory: Path) -> bool:
+    """Whether the run directory holds a ``STOPCAR`` asking VASP to stop (``LSTOP`` or
+    ``LABORT``): written by the walltime monitor or by hand, it leaves an unconverged ionic
+    loop that is no convergence failure."""
+    text = read_text(Path(directory) / STOPCAR).upper()
+    return re.search(r"L(STOP|ABORT)\s*=\s*\.?T", text) is not None
+
+
+def _not_stopped_on_request(directory: Path) -> bool:
+    return not stopped_on_request(directory)
+
+
+def _stopped_as_frozen(directory: Path) -> bool:
+    record = read_execution(Path(directory))
+    return record is not None and record.stopped_by == FrozenOutput.name
+
+
+def frozen_job_handler() -> CustodianHandler:
+    """Custodian's ``FrozenJobErrorHandler`` after the frozen-output monitor killed a run (its
+    own check, output older than its timeout, is the monitor's): ALGO Fast becomes Normal,
+    else a relaxation continues from CONTCAR."""
+    from custodian.vasp import handlers as cv
+
+    return CustodianHandler(
+        lambda: cv.FrozenJobErrorHandler(STDOUT, timeout=0), "custodian.FrozenJobErrorHandler",
+        "program", translate_custodian, when=_stopped_as_frozen,
+    )
+
+
 def custodian_handlers() -> tuple[CustodianHandler, ...]:
     """Custodian's VASP handlers, in the order custodian's VASP workflows run them."""
     from custodian.vasp import handlers as cv
@@ -498,16 +589,18 @@ def custodian_handlers() -> tuple[CustodianHandler, ...]:
              error_kinds=ERROR_KINDS),
         wrap(lambda: cv.MeshSymmetryErrorHandler(STDOUT), "MeshSymmetryErrorHandler", "input"),
         wrap(cv.UnconvergedErrorHandler, "UnconvergedErrorHandler", "numerical",
-             error_class=SCFError),
+             error_class=SCFError, when=_not_stopped_on_request),
         wrap(cv.NonConvergingErrorHandler, "NonConvergingErrorHandler", "numerical",
-             error_class=SCFError),
+             error_class=SCFError, when=_not_stopped_on_request),
         wrap(cv.PotimErrorHandler, "PotimErrorHandler", "numerical"),
         wrap(cv.PositiveEnergyErrorHandler, "PositiveEnergyErrorHandler", "numerical"),
+        # after-the-run checks judge a finished run, not one stopped at a STOPCAR's request
         wrap(cv.IncorrectSmearingHandler, "IncorrectSmearingHandler", "input",
-             checks_finished_runs=True),
+             checks_finished_runs=True, when=_not_stopped_on_request),
         wrap(cv.KspacingMetalHandler, "KspacingMetalHandler", "input",
-             checks_finished_runs=True),
-        wrap(cv.LargeSigmaHandler, "LargeSigmaHandler", "input", checks_finished_runs=True),
+             checks_finished_runs=True, when=_not_stopped_on_request),
+        wrap(cv.LargeSigmaHandler, "LargeSigmaHandler", "input", checks_finished_runs=True,
+             when=_not_stopped_on_request),
     )
 
 
@@ -604,14 +697,36 @@ def _contcar(directory: Path) -> Atoms | None:
 
 
 class VaspInterrupted(Interrupted):
-    """Timeout, walltime or killed process: relaxations continue from CONTCAR, other runs rerun
-    unchanged (with 1.5 times the walltime after a time limit)."""
+    """Timeout, walltime or killed process.
+
+    After VASP stopped at a ``STOPCAR``'s request (the walltime monitor's, as custodian's
+    ``WalltimeHandler``) its CONTCAR and WAVECAR are complete: the next attempt continues from
+    them (``parent_directory`` copies WAVECAR and CHGCAR; a relaxation starts from CONTCAR),
+    with 1.5 times the walltime. After a kill, relaxations continue from CONTCAR and other
+    runs rerun unchanged (with 1.5 times the walltime after a time limit).
+    """
+
+    def cause(self, directory: Path) -> tuple[str, bool] | None:
+        if stopped_on_request(Path(directory)):
+            record = read_execution(Path(directory))
+            if record is None or (record.stopped_by is None and not record.timed_out):
+                return "VASP stopped after its ionic step at the STOPCAR's request", True
+        return super().cause(directory)
 
     def correct(
         self, directory: Path, parameters: Mapping[str, Any], atoms: Atoms
     ) -> Correction:
-        structure = _contcar(Path(directory))
-        if structure is not None and _is_relaxation(read_incar(Path(directory))):
+        directory = Path(directory)
+        structure = _contcar(directory)
+        relaxing = structure is not None and _is_relaxation(read_incar(directory))
+        if stopped_on_request(directory) and (directory / "WAVECAR").is_file():
+            return self.base_correction(
+                directory,
+                "continue from WAVECAR" + (" and CONTCAR" if relaxing else ""),
+                parameter_updates={"parent_directory": str(directory.resolve())},
+                restart_structure=structure if relaxing else None,
+            )
+        if relaxing:
             return self.base_correction(
                 directory, "continue from CONTCAR", restart_structure=structure
             )

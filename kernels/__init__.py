@@ -11,7 +11,7 @@ One concept per module:
 ``vacf``                  velocity autocorrelation and vibrational DOS
 ``structure_factor``      S(q) from positions and from g(r)
 ``angles``                bond-angle distribution
-``dos``                   smeared electronic DOS and band gap
+``dos``                   smeared electronic DOS
 ========================  ==============================================================
 
 Units are Å, fs, eV, THz and Å⁻¹ throughout; every result is float64. Importing this
@@ -51,8 +51,6 @@ _EXPORTS = {
     "structure_factor_from_rdf": "structure_factor",
     "AngleDistribution": "angles",
     "bond_angle_distribution": "angles",
-    "BandGap": "dos",
-    "band_gap": "dos",
     "smeared_dos": "dos",
 }
 

@@ -18,8 +18,9 @@ import numpy as np
 from ase import Atoms
 from pydantic import Field
 
+from matdx.codes.bandgap import band_gap
 from matdx.codes.registry import code_info
-from matdx.kernels.dos import band_gap, smeared_dos
+from matdx.kernels.dos import smeared_dos
 from matdx.recipes.calculation import run_program
 from matdx.recipes.maker import CodeMaker
 from matdx.workflows import Flow, job

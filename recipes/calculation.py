@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
+from matdx.codes.bandgap import gap_value
 from matdx.codes.registry import code_info
-from matdx.kernels.dos import band_gap
 from matdx.workflows.files import ArtifactFile
 from matdx.workflows.run import job_resources
 from matdx.workflows.serialization import encode
@@ -84,23 +84,15 @@ def for_band_gap(code: str, parameters: Mapping[str, Any] | None, band_gap: floa
 
 
 def record_band_gap(result: Any) -> float | None:
-    """The band gap of a record, eV: matdx's one rule (:func:`matdx.kernels.dos.band_gap`, 1 meV
-    tolerance at the Fermi level; 0 for a metal) on the run's eigenvalues, by their occupations
-    when the program printed them, else by the Fermi level. None without eigenvalues, or when
-    no state or every state is occupied (no empty band computed)."""
+    """The band gap of a record, eV: matdx's one rule (:func:`matdx.codes.bandgap.gap_value`,
+    1 meV tolerance at the Fermi level; 0 for a metal) on the run's eigenvalues, by their
+    occupations when the program printed them, else by the Fermi level. None without
+    eigenvalues, or when no state or every state is occupied (no empty band computed)."""
     if result.eigenvalues is None:
         return None
-    eigenvalues = np.asarray(result.eigenvalues, dtype=float)
-    try:
-        if result.occupations is not None:
-            gap = band_gap(eigenvalues, occupations=np.asarray(result.occupations, dtype=float))
-        elif result.fermi_level is not None:
-            gap = band_gap(eigenvalues, fermi_level=float(result.fermi_level))
-        else:
-            return None
-    except ValueError:
-        return None
-    return 0.0 if gap.is_metal else float(gap.gap)
+    occupations = None if result.occupations is None else np.asarray(result.occupations, float)
+    return gap_value(np.asarray(result.eigenvalues, dtype=float), result.fermi_level,
+                     occupations)
 
 
 def output_of(result: Any, directory: Path, protocol: str, warnings: list[str]

@@ -4,7 +4,8 @@ is stopped and rerun with slower mixing.
 
 The frozen-run tests use a shell process that prints and then hangs (the monitor is the same
 for every program); the Quantum ESPRESSO tests run the real ``pw.x`` 6.7 from Debian on two
-atoms.
+atoms, the CP2K test the real CP2K 2023.1 on H2O. VASP cannot run here: its tests use a
+recorded VASP run and a stand-in process (see the VASP section).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 
 import pytest
 from ase.build import bulk
+from ase.io import read
 
 from matdx.codes.base import run_calculation
 from matdx.codes.errors import CalculationFailed
@@ -21,7 +23,7 @@ from matdx.codes.espresso import DEFAULT_PSEUDO_DIR, EspressoTemplate
 from matdx.codes.execution import execute, read_execution
 from matdx.codes.handlers import Interrupted
 from matdx.codes.monitors import FrozenOutput, StopFileBeforeLimit
-from tests.codes.helpers import profile_for, require
+from tests.codes.helpers import FIXTURES, profile_for, require
 
 SHELL = "/bin/sh"
 
@@ -137,3 +139,157 @@ def test_a_runaway_scf_is_stopped_and_rerun_with_slower_mixing(template, tmp_pat
     result = run_calculation(template, profile, tmp_path / "2", aluminium, fixed, "static")
     assert result.converged
 
+
+
+@pytest.mark.programs
+@pytest.mark.slow
+def test_cp2k_asked_to_stop_before_its_limit_continues_from_its_wavefunction(tmp_path):
+    """The real CP2K 2023.1 (Debian): a slow SCF (direct mixing 0.02, EPS_SCF 1e-10) on H2O
+    with a 60 s limit. The monitor writes ``cp2k.EXIT`` 30 s before it (CP2K notices the
+    file up to ~20 s late); CP2K ends its SCF
+    ("terminated by external request"), writes ``cp2k-RESTART.wfn`` and exits by itself. The
+    failure is a clean walltime stop (not an SCF failure), and the next attempt continues from
+    that wavefunction (with Broyden mixing, to finish quickly) and converges."""
+    from ase.build import molecule
+
+    from matdx.codes.cp2k import Cp2kTemplate
+
+    require("cp2k")
+    cp2k = Cp2kTemplate()
+    profile = profile_for(cp2k)
+    water = molecule("H2O")
+    water.cell = [6.0, 6.0, 6.0]
+    water.center()
+    water.pbc = False
+    slow = {"cutoff": 300.0, "rel_cutoff": 40.0, "scf_method": "diagonalization",
+            "max_scf": 5000, "eps_scf": 1e-10,
+            "input": {"FORCE_EVAL": {"DFT": {"SCF": {
+                "MIXING": {"METHOD": "DIRECT_P_MIXING", "ALPHA": 0.02}}}}}}
+    with pytest.raises(CalculationFailed) as info:
+        run_calculation(cp2k, profile, tmp_path / "1", water, slow, "static", timeout_s=60.0)
+    first = tmp_path / "1"
+    text = (first / "cp2k.out").read_text()
+    record = read_execution(first)
+    assert "SCF run terminated by external request" in text, text[-2000:]
+    assert "PROGRAM ENDED" in text and record.returncode == 0 and not record.timed_out
+    assert record.monitor_actions[0]["monitor"] == "walltime_approaching"
+    assert (first / "cp2k-RESTART.wfn").is_file()
+    failure = info.value
+    assert failure.handlers == ("walltime",) and failure.kind == "resources"
+    assert "continue from this run's wavefunction" in failure.correction.description
+    resumed = failure.correction.apply(slow)
+    assert resumed["parent_directory"] == str(first.resolve())
+    resumed["input"], resumed["eps_scf"] = {}, 1e-6  # Broyden mixing finishes quickly
+    result = run_calculation(cp2k, profile, tmp_path / "2", water, resumed, "static")
+    assert result.converged
+    second = (tmp_path / "2" / "cp2k.out").read_text()
+    assert "SCF_GUESS RESTART" in (tmp_path / "2" / "cp2k.inp").read_text()
+    assert "Reading the wavefunction" in second or "restart" in second.lower()
+
+
+# --------------------------------------------------------------------------- VASP
+# VASP cannot run here. The walltime rule is tested on a real recorded VASP relaxation (OUTCAR,
+# INCAR, POSCAR, CONTCAR of custodian's test case ``postprocess``, tests/codes/fixtures/vasp,
+# MIT licence, see its README), and the clean stop against a stand-in process that replays that
+# OUTCAR one ionic step at a time and reads STOPCAR as VASP does.
+
+VASP_RUN = FIXTURES / "vasp" / "postprocess"
+_STAND_IN = r"""
+import pathlib, re, shutil, sys, time
+run = pathlib.Path(sys.argv[1])
+steps = re.split(r"(?<=\n)(?=.*LOOP\+)", (run / "OUTCAR.recorded").read_text())
+print(" running as a stand-in for VASP", flush=True)
+with open("OUTCAR", "w") as outcar:
+    for step in steps:
+        outcar.write(step)
+        outcar.flush()
+        print(" ionic step", flush=True)
+        if re.search(r"LSTOP\s*=\s*\.TRUE\.", pathlib.Path("STOPCAR").read_text()
+                     if pathlib.Path("STOPCAR").exists() else ""):
+            break
+        time.sleep(float(sys.argv[2]))
+shutil.copy(run / "CONTCAR", "CONTCAR")
+pathlib.Path("WAVECAR").write_bytes(b"stand-in wavefunctions")
+"""
+
+
+def _vasp_walltime_monitor(directory, limit_s):
+    from matdx.codes.vasp import VaspTemplate
+
+    [monitor] = [m for m in VaspTemplate().monitors(directory, {}, limit_s, None)
+                 if isinstance(m, StopFileBeforeLimit)]
+    return monitor
+
+
+def test_vasp_stopcar_follows_custodians_rule_on_a_recorded_outcar(tmp_path):
+    """Custodian's WalltimeHandler rule: STOPCAR once the time left is below three times the
+    longest ionic step so far (10.86 s in the recorded OUTCAR, so 32.6 s) or the margin
+    (10 % of 100 s), whichever is larger; OUTCAR is read as it grows."""
+    lines = (VASP_RUN / "OUTCAR").read_text().splitlines(keepends=True)
+    first_step = next(i for i, line in enumerate(lines) if "LOOP+" in line)
+    (tmp_path / "OUTCAR").write_text("".join(lines[:first_step]))
+    monitor = _vasp_walltime_monitor(tmp_path, 100.0)
+    assert monitor.check(tmp_path, 85.0) is None  # no step finished: margin 10 s
+    with (tmp_path / "OUTCAR").open("a") as outcar:
+        outcar.write("".join(lines[first_step:]))
+    assert monitor.margin(tmp_path) == pytest.approx(3 * 10.86)
+    assert monitor.check(tmp_path, 67.0) is None and not (tmp_path / "STOPCAR").exists()
+    action = monitor.check(tmp_path, 68.0)
+    assert action is not None and action.monitor == "walltime_approaching" and not action.stop
+    assert (tmp_path / "STOPCAR").read_text() == "LSTOP = .TRUE.\n"
+    assert monitor.check(tmp_path, 69.0) is None  # written once
+
+
+def test_vasp_stand_in_stops_at_the_stopcar_and_the_next_attempt_continues(tmp_path):
+    import shutil
+    import sys
+
+    from matdx.codes.base import explain_failure
+    from matdx.codes.vasp import VaspTemplate
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("INCAR", "KPOINTS", "POSCAR"):
+        shutil.copy(VASP_RUN / name, run / name)
+    (tmp_path / "OUTCAR.recorded").write_text((VASP_RUN / "OUTCAR").read_text())
+    shutil.copy(VASP_RUN / "CONTCAR", tmp_path / "CONTCAR")
+    monitor = _vasp_walltime_monitor(run, 36.0)  # 3 × 10.86 s left after the first step
+    began = time.monotonic()
+    record = execute([sys.executable, "-c", _STAND_IN, str(tmp_path), "0.5"], run,
+                     env=dict(os.environ), stdout="vasp.out", stderr="std_err.txt",
+                     timeout_s=36.0, monitors=[monitor], poll_s=0.2, grace_s=2)
+    assert time.monotonic() - began < 20  # stopped itself long before the 28 steps end
+    assert record.returncode == 0 and not record.timed_out and record.stopped_by is None
+    [action] = record.monitor_actions
+    assert action["monitor"] == "walltime_approaching" and 3.0 < action["elapsed_s"] < 36.0
+    steps = (run / "vasp.out").read_text().count("ionic step")
+    assert 2 <= steps < 28
+    template = VaspTemplate()
+    failure = explain_failure(template, run, {}, read(VASP_RUN / "POSCAR"))
+    assert failure.handlers == ("walltime",) and failure.kind == "resources"
+    correction = failure.correction
+    assert "continue from WAVECAR and CONTCAR" in correction.description
+    assert correction.parameter_updates == {"parent_directory": str(run.resolve())}
+    assert correction.resources == {"walltime_factor": 1.5}
+    assert correction.restart_structure is not None
+    assert len(correction.restart_structure) == len(read(VASP_RUN / "CONTCAR"))
+
+
+def test_a_frozen_vasp_gets_custodians_frozen_job_correction(tmp_path):
+    """The frozen-output monitor kills a stand-in that prints and hangs; custodian's
+    FrozenJobErrorHandler then turns the recorded run's ALGO Fast into Normal."""
+    import shutil
+
+    from matdx.codes.base import explain_failure
+    from matdx.codes.vasp import VaspTemplate
+
+    for name in ("INCAR", "KPOINTS", "POSCAR", "CONTCAR"):
+        shutil.copy(VASP_RUN / name, tmp_path / name)
+    record = execute([SHELL, "-c", "echo ' running as a stand-in for VASP'; exec sleep 120"],
+                     tmp_path, env=dict(os.environ), stdout="vasp.out", stderr="std_err.txt",
+                     timeout_s=60.0, monitors=[FrozenOutput(("vasp.out",), 1.5)], poll_s=0.2,
+                     grace_s=2)
+    assert record.stopped_by == "frozen_output"
+    failure = explain_failure(VaspTemplate(), tmp_path, {}, read(VASP_RUN / "POSCAR"))
+    assert failure.handlers[0] == "custodian.FrozenJobErrorHandler"
+    assert failure.correction.parameter_updates == {"incar": {"ALGO": "Normal"}}

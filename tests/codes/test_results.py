@@ -1,4 +1,4 @@
-"""CalculationResult serialisation and the band-gap helper."""
+"""CalculationResult serialisation, and the band gap parsers report (matdx.codes.bandgap)."""
 
 from __future__ import annotations
 
@@ -8,35 +8,36 @@ import numpy as np
 import pytest
 from ase.build import bulk
 
-from matdx.codes.results import CalculationResult, band_gap, file_sha256
+from matdx.codes.bandgap import gap_value
+from matdx.codes.results import CalculationResult, file_sha256
 from matdx.codes.trajectory import Frames
 
 
 def test_band_gap_of_an_insulator_from_the_fermi_level():
     eigenvalues = np.array([[[-5.0, 1.0, 3.0], [-4.0, 0.5, 2.0]]])  # (1 spin, 2 k, 3 bands)
-    assert band_gap(eigenvalues, fermi_level=1.0) == pytest.approx(1.0)
+    assert gap_value(eigenvalues, 1.0) == pytest.approx(1.0)
 
 
 def test_band_gap_of_a_metal_is_zero():
     eigenvalues = np.array([[[-5.0, -0.5, 3.0], [-4.0, 0.5, 2.0]]])  # band 2 crosses 0
-    assert band_gap(eigenvalues, fermi_level=0.0) == 0.0
+    assert gap_value(eigenvalues, 0.0) == 0.0
 
 
 def test_band_gap_from_occupations_and_partial_occupation():
     eigenvalues = np.array([[[-1.0, 2.0]], [[-0.5, 2.5]]])  # 2 spins, 1 k, 2 bands
-    assert band_gap(eigenvalues, occupations=np.array([[[1, 0]], [[1, 0]]])) == pytest.approx(2.5)
-    assert band_gap(eigenvalues, occupations=np.array([[[1, 0.5]], [[1, 0]]])) == 0.0
+    assert gap_value(eigenvalues, None, np.array([[[1, 0]], [[1, 0]]])) == pytest.approx(2.5)
+    assert gap_value(eigenvalues, None, np.array([[[1, 0.5]], [[1, 0]]])) == 0.0
 
 
 def test_band_gap_unknown_without_empty_bands():
     eigenvalues = np.array([[[-5.0, -1.0]]])
-    assert band_gap(eigenvalues, fermi_level=-1.0) is None
-    assert band_gap(eigenvalues) is None
+    assert gap_value(eigenvalues, -1.0) is None
+    assert gap_value(eigenvalues) is None
 
 
 def test_band_gap_rejects_wrong_shapes():
     with pytest.raises(ValueError, match="n_spins, n_kpoints, n_bands"):
-        band_gap(np.zeros((3, 2)), 0.0)
+        gap_value(np.zeros((3, 2)), 0.0)
 
 
 def test_to_dict_is_json_and_round_trips():

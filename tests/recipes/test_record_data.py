@@ -130,7 +130,7 @@ def test_md_analysis_keeps_g_of_r_msd_formula_and_thermostat(client, tmp_path):
 @pytest.mark.programs
 def test_band_gap_comes_back_from_the_stored_eigenvalues(client, tmp_path):
     """pw.x, protocol fast: Si's gap from the stored path and mesh eigenvalues."""
-    from matdx.kernels.dos import band_gap
+    from matdx.codes.bandgap import band_gap
 
     stored = run_and_forget_run_dirs(client, {
         "name": "si-bands", "recipe": "bands", "code": "espresso", "protocol": "fast",
