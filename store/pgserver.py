@@ -90,6 +90,7 @@ class TemporaryPostgres:
         self.max_connections = max_connections
         self.directory: Path | None = None
         self.port: int | None = None
+        self._options = ""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -146,23 +147,59 @@ class TemporaryPostgres:
         last_error: Exception | None = None
         for _ in range(5):  # another process may take the free port before the server binds it
             self.port = _free_port()
-            options = " ".join(f"-c {k}={v}" for k, v in {**settings, "port": self.port}.items())
+            self._options = " ".join(
+                f"-c {k}={v}" for k, v in {**settings, "port": self.port}.items()
+            )
             try:
-                self._run(
-                    [
-                        str(self.bin / "pg_ctl"),
-                        "-D", str(data),
-                        "-l", str(self.directory / "server.log"),
-                        "-o", options,
-                        "-w", "-t", "60",
-                        "start",
-                    ]
-                )  # fmt: skip
+                self._pg_ctl_start()
                 return self
             except RuntimeError as err:
                 last_error = err
         self._remove()
         raise RuntimeError(f"PostgreSQL did not start: {last_error}")
+
+    def _pg_ctl_start(self) -> None:
+        self._run(
+            [
+                str(self.bin / "pg_ctl"),
+                "-D", str(self.directory / "data"),
+                "-l", str(self.log_file),
+                "-o", self._options,
+                "-w", "-t", "60",
+                "start",
+            ]
+        )  # fmt: skip
+
+    @property
+    def log_file(self) -> Path:
+        """The server's log file."""
+        if self.directory is None:
+            raise RuntimeError("the server is not running; call start() first")
+        return self.directory / "server.log"
+
+    def halt(self, mode: str = "immediate") -> None:
+        """Stop the server but keep its data, as an outage would (:meth:`resume` restarts it).
+
+        Parameters
+        ----------
+        mode
+            ``immediate`` (processes quit at once, the restart recovers from the WAL, as after
+            a crash) or ``fast`` (sessions are ended, then a clean shutdown).
+        """
+        if mode not in ("immediate", "fast"):
+            raise ValueError(f"mode: {mode!r} is not 'immediate' or 'fast'")
+        if self.directory is None:
+            raise RuntimeError("the server is not running; call start() first")
+        self._run(
+            [str(self.bin / "pg_ctl"), "-D", str(self.directory / "data"), "-m", mode, "-w",
+             "stop"]
+        )
+
+    def resume(self) -> None:
+        """Start the server halted by :meth:`halt` again, on the same port and data."""
+        if self.directory is None:
+            raise RuntimeError("the server was removed; start a new one")
+        self._pg_ctl_start()
 
     def stop(self) -> None:
         """Stop the server (fast shutdown: sessions are ended) and delete its directory."""

@@ -38,6 +38,7 @@ __all__ = [
     "FileSource",
     "StructureError",
     "build_structures",
+    "check_cell",
     "check_structure",
     "parse_source",
 ]
@@ -52,6 +53,7 @@ class StructureError(ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+        self.reason = message
 
 
 def _no_boolean(value: Any) -> Any:
@@ -114,15 +116,37 @@ def parse_source(data: Any, field: str) -> BulkSource | FileSource:
                              first["msg"].removeprefix("Value error, ")) from err
 
 
-def check_structure(atoms: Atoms, field: str) -> None:
-    """Reject structures that cannot be calculated: no atoms, NaN coordinates, a singular
-    periodic cell, or atoms closer than ``MIN_DISTANCE`` (periodic images included)."""
+def check_cell(atoms: Atoms, field: str) -> None:
+    """Reject a structure whose coordinates are not finite, or whose periodic cell is singular
+    or thinner than ``MIN_DISTANCE`` between opposite faces (e.g. a lattice angle of 1°: no
+    atom fits, and a neighbour search over such a cell takes hours). Cheap: run it before any
+    neighbour search."""
     if len(atoms) == 0:
         raise StructureError(field, "the structure has no atoms")
     if not np.isfinite(atoms.positions).all() or not np.isfinite(atoms.cell.array).all():
         raise StructureError(field, "positions or cell contain NaN or infinity")
-    if atoms.pbc.any() and abs(atoms.cell.volume) < 1e-6:
+    if not atoms.pbc.any():
+        return
+    volume = abs(atoms.cell.volume)
+    if volume < 1e-6:
         raise StructureError(field, "the periodic cell has zero volume")
+    vectors = atoms.cell.array
+    for axis in np.flatnonzero(atoms.pbc):
+        face = np.linalg.norm(np.cross(vectors[(axis + 1) % 3], vectors[(axis + 2) % 3]))
+        width = volume / face if face > 0 else 0.0
+        if width < MIN_DISTANCE:
+            raise StructureError(
+                field,
+                f"the periodic cell is {width:.3g} Å thin between the faces across lattice "
+                f"vector {'abc'[axis]} (minimum {MIN_DISTANCE} Å): check its lengths and angles",
+            )
+
+
+def check_structure(atoms: Atoms, field: str) -> None:
+    """Reject structures that cannot be calculated: no atoms, NaN coordinates, a singular or
+    too thin periodic cell (:func:`check_cell`), or atoms closer than ``MIN_DISTANCE``
+    (periodic images included)."""
+    check_cell(atoms, field)
     if len(atoms) == 1 and not atoms.pbc.any():
         return
     from ase.neighborlist import neighbor_list
@@ -199,9 +223,15 @@ def _read(source: FileSource, field: str, base: Path,
     for k, atoms in enumerate(frames):
         name = path.name if len(frames) == 1 else f"{path.name} (structure {k})"
         try:
+            check_cell(atoms, name)
+        except StructureError as err:
+            raise StructureError(f"{field}.file", str(err)) from err
+        try:
             check_ordered(atoms, name, path)
         except DisorderedStructure as err:
             raise StructureError(f"{field}.file", str(err)) from err
+        except (ValueError, TypeError, KeyError, IndexError) as err:  # e.g. occupancy '?'
+            raise StructureError(f"{field}.file", f"cannot read {name}: {reason(err)}") from err
         _check_size(len(atoms), source.repeat, field, max_atoms, path.name)
     return [atoms.repeat(source.repeat) for atoms in frames]
 
@@ -218,6 +248,7 @@ def _python_object(data: Any, field: str, max_atoms: int | None) -> list[Atoms]:
         atoms = AseAtomsAdaptor.get_atoms(data)
     else:
         atoms = data.copy()
+        check_cell(atoms, field)  # before the neighbour search of check_ordered
         try:
             check_ordered(atoms, "the ase.Atoms")
         except DisorderedStructure as err:
@@ -267,19 +298,30 @@ def build_structures(sources: list[Any], field: str, base: Path,
     structures = []
     for i, data in enumerate(sources):
         where = f"{field}[{i}]"
+        read_from = None  # the file's name, for errors found in what was read from it
         if _is_structure_object(data):
             built = _python_object(data, where, max_atoms)
         else:
             source = parse_source(data, where)
-            built = (_bulk(source, where, max_atoms) if isinstance(source, BulkSource)
-                     else _read(source, where, base, max_atoms))
+            if isinstance(source, BulkSource):
+                built = _bulk(source, where, max_atoms)
+            else:
+                built = _read(source, where, base, max_atoms)
+                read_from = source.file.name
         for k, atoms in enumerate(built):
             label = where if len(built) == 1 else f"{where} (structure {k})"
             try:
-                check_ordered(atoms, "the structure")
-            except DisorderedStructure as err:
-                raise StructureError(label, str(err)) from err
-            check_structure(atoms, label)
+                check_cell(atoms, label)  # before any neighbour search
+                try:
+                    check_ordered(atoms, "the structure")
+                except DisorderedStructure as err:
+                    raise StructureError(label, str(err)) from err
+                check_structure(atoms, label)
+            except StructureError as err:
+                if read_from is None:
+                    raise
+                name = read_from if len(built) == 1 else f"{read_from} (structure {k})"
+                raise StructureError(f"{where}.file", f"{name}: {err.reason}") from err
             atoms.calc = None
             _keep_plain_info(atoms)
             structures.append((label, atoms))

@@ -176,6 +176,8 @@ def test_sigkill_at_seeded_moments(tmp_path, ledger):
             ledger.trial(f"SIGKILL during {step}", evidence=fired, survived=survived,
                          lost=counts["lost"], duplicated=counts["duplicated"],
                          stuck=counts["stuck"])
+        print(f"campaign {group // PER_CAMPAIGN}: {sum(1 for _, f in evidence if f)}/"
+              f"{len(evidence)} kills fired, survived={survived} {counts}", flush=True)
         assert survived, (counts, final.stdout[-3000:], final.stderr[-3000:], verify.stdout)
         # a kill whose moment never came (the campaign was already past it) is not run
         assert sum(1 for _, fired in evidence if fired) >= 0.8 * len(evidence), evidence

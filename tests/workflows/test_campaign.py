@@ -82,7 +82,8 @@ def test_retries_apply_to_every_job():
         ),
         (
             {"name": "x", "recipe": "static", "structures": [{"file": "overlap.extxyz"}]},
-            r"studies\[0\]\.structures\[0\]: atoms 0 \(Cu\) and 1 \(Cu\) overlap: 0\.224 Å apart",
+            r"studies\[0\]\.structures\[0\]\.file: overlap\.extxyz: "
+            r"atoms 0 \(Cu\) and 1 \(Cu\) overlap: 0\.224 Å apart",
         ),
         (
             {
