@@ -117,17 +117,23 @@ def test_last_modified_compares_to_the_second(http, records):
     assert entry["id"] not in _ids(http, f'filter=last_modified>"{stamp}"&page_limit=100')
 
 
-def test_cursor_pages_cover_every_entry_once(http, records):
-    seen, url = [], "/optimade/v1/structures?page_limit=2&response_fields=nsites"
+@pytest.mark.parametrize("query", ["", "&filter=nsites >= 2", "&sort=-nsites&filter=nsites < 9"])
+def test_cursor_pages_cover_every_entry_once(http, records, query):
+    seen, counts = [], set()
+    url = f"/optimade/v1/structures?page_limit=2&response_fields=nsites{query}"
     while url:
         page = http.get(url).json()
         assert len(page["data"]) <= 2
         assert all(set(e["attributes"]) == {"nsites"} for e in page["data"])
         seen += [e["id"] for e in page["data"]]
+        counts.add(page["meta"]["data_returned"])  # counted for the first page, then carried
         url = page["links"]["next"]
         assert page["meta"]["more_data_available"] == (url is not None)
-    everything = _ids(http, "page_limit=100")
-    assert seen == everything and len(set(seen)) == len(seen)
+    everything = _ids(http, f"page_limit=100{query}")
+    assert sorted(seen) == sorted(everything) and len(set(seen)) == len(seen)
+    assert counts == {len(everything)}
+    if "sort" not in query:
+        assert seen == everything
 
 
 def test_sorted_pages(http, records):
