@@ -263,6 +263,7 @@ def _decode_cursor(text: str) -> dict[str, Any]:
             isinstance(state.get("after"), str)
             or (isinstance(state.get("offset"), int) and state["offset"] >= 0)
         )
+        and (isinstance(state.get("returned"), int) or "returned" not in state)
     ):
         raise OptimadeError(400, "page_cursor: not a cursor this service issued")
     return state
@@ -317,6 +318,19 @@ def _visible(requester: Requester) -> Any:
     return and_(access_filter(requester, Purpose.EXPORT), Record.nsites.is_not(None))
 
 
+def _available(session: Any, requester: Requester) -> int:
+    """How many structures ``requester`` may see, counted in indexes only: the records the
+    access filter lets out (the access-check index holds every column it reads) less those
+    without a structure (found through the index on ``nsites``). Counting the structures
+    directly reads every visible row of the table, documents and all."""
+    let_out = access_filter(requester, Purpose.EXPORT)
+    records = session.scalar(select(func.count()).select_from(Record).where(let_out)) or 0
+    without = session.scalar(
+        select(func.count()).select_from(Record).where(let_out, Record.nsites.is_(None))
+    )
+    return records - (without or 0)
+
+
 def _withheld(session: Any, requester: Requester, ids: list[str]) -> set[str]:
     return set(ids) - allowed(session, requester, Purpose.ARTIFACTS, ids)
 
@@ -324,8 +338,13 @@ def _withheld(session: Any, requester: Requester, ids: list[str]) -> set[str]:
 @router.get("/v1/structures")
 def structures(
     request: Request, session: SessionDep, requester: RequesterDep, settings: SettingsDep
-) -> dict[str, Any]:
-    """Structures matching ``filter``, a page at a time."""
+) -> JSONResponse:
+    """Structures matching ``filter``, a page at a time.
+
+    ``data_returned`` is counted once, for the first page, and carried by the cursor (a
+    record stored while a client pages on is not counted); the last page needs no count.
+    The answer is serialised once (already validated by the ``optimade`` models), not walked
+    again by FastAPI's encoder."""
     warnings = _check_parameters(request)
     params = request.query_params
     limit = _positive_int(request, "page_limit", settings.default_page)
@@ -336,6 +355,7 @@ def structures(
     dialect = session.get_bind().dialect.name
     conditions = [_visible(requester)]
     touches_results = False
+    filtered = False
     text = params.get("filter")
     if text is not None and text.strip():
         try:
@@ -345,6 +365,7 @@ def structures(
         except FilterNotSupported as unsupported:
             raise OptimadeError(501, str(unsupported)) from unsupported
         conditions.append(condition)
+        filtered = True
         warnings += [_warning(w) for w in filter_warnings]
         touches_results = any(name in text for name in RESULT_FIELDS) or (
             f"{PREFIX}properties" in text
@@ -357,6 +378,7 @@ def structures(
     statement = select(Record.record_id, Record.document, Record.created_at).where(where)
     offset = _positive_int(request, "page_offset", 0) or 0
     cursor = params.get("page_cursor")
+    state: dict[str, Any] = {}
     if cursor:
         state = _decode_cursor(cursor)
         if "after" in state and order:
@@ -373,16 +395,21 @@ def structures(
     rows = rows[:limit]
     withheld = _withheld(session, requester, [r.record_id for r in rows])
     data = [_entry(row, row.record_id in withheld, fields) for row in rows]
-    returned = session.scalar(select(func.count()).select_from(Record).where(where)) or 0
-    available = (
-        session.scalar(select(func.count()).select_from(Record).where(_visible(requester))) or 0
-    )
+    available = _available(session, requester)
+    if not more and not cursor and (rows or not offset):
+        returned = offset + len(rows)  # the last page: everything before it, and this page
+    elif "returned" in state:
+        returned = state["returned"]  # counted for the first page, carried by the cursor
+    elif not filtered and not sorts_results:
+        returned = available
+    else:
+        returned = session.scalar(select(func.count(Record.record_id)).where(where)) or 0
     links: dict[str, Any] = {"next": None}
     if more:
         if order or offset:
-            next_state: dict[str, Any] = {"offset": offset + limit}
+            next_state: dict[str, Any] = {"offset": offset + limit, "returned": returned}
         else:
-            next_state = {"after": rows[-1].record_id}
+            next_state = {"after": rows[-1].record_id, "returned": returned}
         query = {k: v for k, v in params.items() if k not in ("page_cursor", "page_offset")}
         query["page_cursor"] = _encode_cursor(next_state)
         links["next"] = f"{_base_url(request, settings)}{BASE}/structures?{urlencode(query)}"
@@ -391,7 +418,7 @@ def structures(
     )
     if warnings:
         meta["warnings"] = warnings
-    return {"data": data, "links": links, "meta": meta}
+    return JSONResponse({"data": data, "links": links, "meta": meta})
 
 
 @router.get("/v1/structures/{entry_id}")

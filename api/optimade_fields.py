@@ -12,12 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, func, literal, select
 
 from matdx.store.export_optimade import PREFIX, PROVIDER_FIELDS
 from matdx.store.models import Record, RecordElement
 
-__all__ = ["FIELDS", "Field", "nelements_column"]
+__all__ = ["FIELDS", "Field", "method_label_column", "nelements_column"]
 
 Kind = Literal["string", "integer", "float", "boolean", "timestamp", "list", "dictionary"]
 
@@ -56,6 +56,11 @@ class Field:
         A callable giving the SQL value of a scalar field (None: not comparable in SQL).
     property_name
         For results indexed in ``record_properties``: the property's name there.
+    path
+        Where a list or dictionary field is in the record document (``("system", "elements")``).
+    member
+        The kind of a list's members: ``string``, ``float``, ``integer``, ``vector`` (lists of
+        3-vectors) or ``dictionary``.
     unit
         Unit of a physical quantity.
     sortable
@@ -66,6 +71,8 @@ class Field:
     description: str
     column: Any = None
     property_name: str | None = None
+    path: tuple[str, ...] | None = None
+    member: str | None = None
     unit: str | None = None
 
     @property
@@ -82,9 +89,19 @@ _STANDARD: dict[str, Field] = {
     "last_modified": Field(
         "timestamp", "when the record was stored (records are immutable)", lambda: Record.created_at
     ),
-    "elements": Field("list", "chemical symbols of the elements, alphabetical"),
+    "elements": Field(
+        "list",
+        "chemical symbols of the elements, alphabetical",
+        path=("system", "elements"),
+        member="string",
+    ),
     "nelements": Field("integer", "number of distinct elements", nelements_column),
-    "elements_ratios": Field("list", "fraction of the sites of each element"),
+    "elements_ratios": Field(
+        "list",
+        "fraction of the sites of each element",
+        path=("system", "elements_ratios"),
+        member="float",
+    ),
     "chemical_formula_reduced": Field(
         "string", "reduced formula, elements alphabetical", lambda: Record.chemical_formula_reduced
     ),
@@ -98,17 +115,44 @@ _STANDARD: dict[str, Field] = {
         "anonymous formula (A2B, ...)",
         lambda: _document("system", "chemical_formula_anonymous", kind="string"),
     ),
-    "dimension_types": Field("list", "periodicity along each lattice vector (0 or 1)"),
+    "dimension_types": Field(
+        "list",
+        "periodicity along each lattice vector (0 or 1)",
+        path=("system", "dimension_types"),
+        member="integer",
+    ),
     "nperiodic_dimensions": Field(
         "integer",
         "number of periodic dimensions",
         lambda: _document("system", "nperiodic_dimensions", kind="integer"),
     ),
-    "lattice_vectors": Field("list", "lattice vectors (3, 3), Å", unit="Å"),
-    "cartesian_site_positions": Field("list", "site positions (nsites, 3), Å", unit="Å"),
+    "lattice_vectors": Field(
+        "list",
+        "lattice vectors (3, 3), Å",
+        path=("system", "lattice_vectors"),
+        member="vector",
+        unit="Å",
+    ),
+    "cartesian_site_positions": Field(
+        "list",
+        "site positions (nsites, 3), Å",
+        path=("system", "cartesian_site_positions"),
+        member="vector",
+        unit="Å",
+    ),
     "nsites": Field("integer", "number of sites", lambda: Record.nsites),
-    "species": Field("list", "species of the sites (one per element)"),
-    "species_at_sites": Field("list", "species name of each site"),
+    "species": Field(
+        "list",
+        "species of the sites (one per element)",
+        path=("system", "species"),
+        member="dictionary",
+    ),
+    "species_at_sites": Field(
+        "list",
+        "species name of each site",
+        path=("system", "species_at_sites"),
+        member="string",
+    ),
     "structure_features": Field("list", "always empty: ordered, explicit-atom crystals"),
 }
 
@@ -126,8 +170,35 @@ _PROVIDER_COLUMNS: dict[str, Any] = {
     "code_version": lambda: _document("method", "code_version", kind="string"),
     "functional": lambda: _document("method", "functional", kind="string"),
     "converged": lambda: _document("results", "converged", kind="boolean"),
+    "potential": lambda: Record.potential,
+    "protocol": lambda: _document("method", "protocol", kind="string"),
+    "method": lambda: method_label_column(),
 }
 _INDEXED_PROPERTIES = ("band_gap", "fermi_level", "total_magnetization")
+# Provider lists and dictionaries: where they are in the document and what their members are.
+_PROVIDER_PATHS: dict[str, tuple[tuple[str, ...], str]] = {
+    "pseudopotentials": (("method", "pseudopotentials"), "dictionary"),
+    "forces": (("results", "forces"), "vector"),
+    "stress": (("results", "stress"), "vector"),
+    "magnetic_moments": (("results", "magnetic_moments"), "float"),
+    "properties": (("results", "properties"), "dictionary"),
+}
+
+
+def method_label_column() -> ColumnElement[str]:
+    """:func:`matdx.store.records.method_label` in SQL: code | functional | potential |
+    protocol, the parts that are set, or NULL when none is (both backends: no concat_ws in
+    SQLite 3.40)."""
+    parts = (
+        Record.code,
+        Record.functional,
+        Record.potential,
+        _document("method", "protocol", kind="string"),
+    )
+    joined = literal("")
+    for part in parts:
+        joined = joined + func.coalesce(literal(" | ") + func.nullif(part, ""), "")
+    return func.nullif(func.substr(joined, 4), "")
 
 
 def _provider_fields() -> dict[str, Field]:
@@ -138,6 +209,8 @@ def _provider_fields() -> dict[str, Field]:
             description,
             column=_PROVIDER_COLUMNS.get(name),
             property_name=name if name in _INDEXED_PROPERTIES else None,
+            path=_PROVIDER_PATHS[name][0] if name in _PROVIDER_PATHS else None,
+            member=_PROVIDER_PATHS[name][1] if name in _PROVIDER_PATHS else None,
             unit=unit,
         )
     return fields

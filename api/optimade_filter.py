@@ -11,7 +11,10 @@ reaches ``NOT``). Fields of other providers (``_other_x``) are unknown: comparis
 are false and ``IS UNKNOWN`` is true. Errors: :class:`FilterError` (HTTP 400) for a filter
 that is malformed, names an unknown field or compares values of the wrong type;
 :class:`FilterNotSupported` (HTTP 501) for valid OPTIMADE this service does not evaluate
-(comparisons between two properties, set operators on coordinate lists, ...).
+(comparisons between two properties, HAS on lists of vectors or of dictionaries, members
+of the dictionaries in ``species``). Lists without an index table are read from the document
+(:mod:`matdx.api.optimade_lists`); correlated queries (``a:b HAS x:y``) join them by position,
+and every value in a HAS list may carry its own operator.
 """
 
 from __future__ import annotations
@@ -22,9 +25,21 @@ from typing import Any
 
 from lark import Token, Transformer, Tree, v_args
 from lark.exceptions import VisitError
-from sqlalchemy import ColumnElement, and_, exists, false, not_, or_, select, true
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    exists,
+    false,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+    true,
+)
 
 from matdx.api.optimade_fields import FIELDS, Field, nelements_column
+from matdx.api.optimade_lists import document_known, is_array, list_length, members
 from matdx.store.export_optimade import PREFIX
 from matdx.store.models import Record, RecordElement, RecordProperty
 
@@ -49,16 +64,30 @@ _COMPARE = {
     ">": operator.gt,
     ">=": operator.ge,
 }
+_SET_WORDS = ("ALL", "ANY", "ONLY")
 _REVERSED = {"=": "=", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
 
 
 class _Property:
     """A property named in a filter: a served field, an indexed result by name, or unknown."""
 
-    def __init__(self, name: str, field: Field | None, property_name: str | None = None):
+    def __init__(
+        self,
+        name: str,
+        field: Field | None,
+        property_name: str | None = None,
+        any_case: bool = False,
+    ):
         self.name = name
         self.field = field
         self.property_name = property_name  # a record_properties row
+        self.any_case = any_case  # OPTIMADE names are lower case; matdx's B0_GPa is not
+
+    def names_property(self) -> ColumnElement[bool]:
+        """The record_properties rows of this property."""
+        if self.any_case:
+            return func.lower(RecordProperty.name) == self.property_name
+        return RecordProperty.name == self.property_name
 
     @property
     def unknown(self) -> bool:
@@ -165,10 +194,8 @@ class SQLFilter(Transformer):
     def property(self, children: list) -> _Property:
         names = [str(c) for c in children]
         name = names[0]
-        if name == f"{PREFIX}properties" and len(names) == 2:
-            return _Property(".".join(names), None, property_name=names[1])
         if len(names) > 1:
-            raise FilterNotSupported(f"{'.'.join(names)}: nested properties are not supported")
+            return self._nested(names)
         if name in FIELDS:
             return _Property(name, FIELDS[name], FIELDS[name].property_name)
         if name.startswith("_") and not name.startswith(PREFIX):
@@ -178,6 +205,30 @@ class SQLFilter(Transformer):
             self.warnings.append(f"{name}: a standard field this service does not hold")
             return _Property(name, None)
         raise FilterError(f"{name!r} is not a known or searchable field of structures")
+
+    def _nested(self, names: list[str]) -> _Property:
+        """``_matdx_properties.b0_gpa``: a result indexed by name, matched whatever its case
+        (OPTIMADE names are lower case, matdx's results ``B0_GPa``); members of other fields."""
+        dotted, head = ".".join(names), names[0]
+        if head == f"{PREFIX}properties":
+            if len(names) == 2:
+                return _Property(dotted, None, property_name=names[1], any_case=True)
+            self.warnings.append(f"{dotted}: the results in {head} are numbers; treated as unknown")
+            return _Property(dotted, None)
+        if head.startswith("_") and not head.startswith(PREFIX):
+            self.warnings.append(f"{dotted}: a field of another provider, treated as unknown")
+            return _Property(dotted, None)
+        field = FIELDS.get(head)
+        if field is None:
+            if head in _standard_fields():
+                self.warnings.append(f"{dotted}: a standard field this service does not hold")
+                return _Property(dotted, None)
+            raise FilterError(f"{head!r} is not a known or searchable field of structures")
+        if field.member == "dictionary":
+            raise FilterNotSupported(
+                f"{dotted}: members of the dictionaries in the list {head} are not searchable"
+            )
+        raise FilterError(f"{dotted}: {head} ({field.kind}) has no members")
 
     # -- logic ---------------------------------------------------------------------------
     def expression(self, children: list) -> ColumnElement[bool]:
@@ -230,18 +281,23 @@ class SQLFilter(Transformer):
         def condition(prop: _Property) -> ColumnElement[bool]:
             if prop.unknown:
                 return false()
-            if prop.field is None or prop.field.kind != "string" or prop.field.column is None:
+            if prop.field is None or prop.field.kind != "string":
                 raise FilterError(f"{prop.name}: {how} applies to string fields only")
             if not isinstance(value, str):
                 raise FilterError(f"{prop.name} {how}: give a string")
+            if prop.name == "type":  # every entry here is a structure
+                matches = {
+                    "CONTAINS": value in "structures",
+                    "STARTS": "structures".startswith(value),
+                    "ENDS": "structures".endswith(value),
+                }[how]
+                return true() if matches else false()
             column = prop.field.column()
             return and_(column.is_not(None), self._string_match(column, how, value))
 
         return condition
 
     def _string_match(self, column: Any, how: str, value: str) -> ColumnElement[bool]:
-        from sqlalchemy import func
-
         if self.dialect == "sqlite":  # LIKE ignores case on SQLite: compare exactly instead
             if how == "CONTAINS":
                 return func.instr(column, value) > 0
@@ -256,32 +312,35 @@ class SQLFilter(Transformer):
             return column.startswith(value, autoescape=True)
         return column.endswith(value, autoescape=True)
 
-    def value_list(self, children: list) -> list[Any]:
-        values = []
-        pending_op = None
+    def value_list(self, children: list) -> list[tuple[str, Any]]:
+        """``[OPERATOR] value, ...`` as (operator, value) pairs ("=" where none is given)."""
+        pairs, pending = [], "="
         for child in children:
             if isinstance(child, Token) and child.type == "OPERATOR":
-                pending_op = str(child)
+                pending = str(child)
                 continue
-            if child is None:
-                continue
-            if pending_op not in (None, "="):
-                raise FilterNotSupported("operators inside HAS ALL/ANY/ONLY lists")
-            values.append(child)
-            pending_op = None
-        return values
+            pairs.append((pending, child))
+            pending = "="
+        return pairs
+
+    def value_zip(self, children: list) -> list[tuple[str, Any]]:
+        """One tuple of a correlated query (``"Si":>0.3``): (operator, value) per property."""
+        return self.value_list(children)
+
+    def value_zip_list(self, children: list) -> list[list[tuple[str, Any]]]:
+        return list(children)
 
     def set_op_rhs(self, children: list) -> Any:
-        parts = [c for c in children if c is not None]
-        word = [str(c) for c in parts if isinstance(c, Token) and c.type in ("ALL", "ANY", "ONLY")]
-        ops = [str(c) for c in parts if isinstance(c, Token) and c.type == "OPERATOR"]
-        argument = parts[-1]
-        how = word[0] if word else "HAS"
-        op = ops[0] if ops else "="
+        words = [str(c) for c in children if isinstance(c, Token) and c.type in _SET_WORDS]
+        how = words[0] if words else "HAS"
+        if how == "HAS":
+            ops = [str(c) for c in children if isinstance(c, Token) and c.type == "OPERATOR"]
+            pairs = [(ops[0] if ops else "=", children[-1])]
+        else:
+            pairs = children[-1]
 
         def condition(prop: _Property) -> ColumnElement[bool]:
-            values = argument if isinstance(argument, list) else [argument]
-            return self._set(prop, how, op, values)
+            return self._set(prop, how, pairs)
 
         return condition
 
@@ -296,11 +355,19 @@ class SQLFilter(Transformer):
 
         return condition
 
-    def set_zip_op_rhs(self, children: list) -> Any:
-        raise FilterNotSupported("correlated set queries (a:b HAS x:y) are not supported")
+    def property_zip_addon(self, children: list) -> list[_Property]:
+        return list(children)
 
-    def property_zip_addon(self, children: list) -> Any:
-        raise FilterNotSupported("correlated set queries (a:b HAS x:y) are not supported")
+    def set_zip_op_rhs(self, children: list) -> Any:
+        others = children[0]
+        words = [str(c) for c in children if isinstance(c, Token) and c.type in _SET_WORDS]
+        how = words[0] if words else "HAS"
+        tuples = [children[-1]] if how == "HAS" else children[-1]
+
+        def condition(prop: _Property) -> ColumnElement[bool]:
+            return self._zip([prop, *others], how, tuples)
+
+        return condition
 
     # -- SQL -----------------------------------------------------------------------------
     def _present(self, prop: _Property) -> ColumnElement[bool]:
@@ -308,10 +375,16 @@ class SQLFilter(Transformer):
             return false()
         if prop.property_name is not None:
             return Record.record_id.in_(
-                select(RecordProperty.record_id).where(RecordProperty.name == prop.property_name)
+                select(RecordProperty.record_id).where(prop.names_property())
             )
-        if prop.field is not None and prop.field.column is not None:
-            return prop.field.column().is_not(None)
+        field = prop.field
+        if field is not None and field.column is not None:
+            return field.column().is_not(None)
+        if field is not None and field.path is not None and prop.name.startswith(PREFIX):
+            known = document_known(self.dialect, field.path, field.member)
+            if prop.name == f"{PREFIX}pseudopotentials":  # an empty list is not served
+                known = and_(known, list_length(self.dialect, field.path) > 0)
+            return known
         return true()  # lists and constants every served structure has
 
     def _compare(self, prop: _Property, op: str, value: Any) -> ColumnElement[bool]:
@@ -324,7 +397,7 @@ class SQLFilter(Transformer):
         if prop.property_name is not None:
             return Record.record_id.in_(
                 select(RecordProperty.record_id).where(
-                    RecordProperty.name == prop.property_name,
+                    prop.names_property(),
                     compare(RecordProperty.value, value),
                 )
             )
@@ -357,46 +430,110 @@ class SQLFilter(Transformer):
             return column < end if whole else column <= start
         return column >= end if whole else column > start  # ">"
 
-    def _set(self, prop: _Property, how: str, op: str, values: list[Any]) -> ColumnElement[bool]:
+    def _list_field(self, prop: _Property, what: str) -> Field:
+        """The field of a list property that HAS compares members of, checked."""
+        field = prop.field
+        if field is None or field.kind != "list":
+            raise FilterError(f"{prop.name}: {what} applies to list fields only")
+        if field.member in ("vector", "dictionary"):
+            kind = "3-vectors" if field.member == "vector" else "dictionaries"
+            raise FilterNotSupported(
+                f"{prop.name}: its members are {kind}; {what} compares single values"
+            )
+        assert field.path is not None
+        assert field.member is not None
+        return field
+
+    @staticmethod
+    def _check_members(prop: _Property, field: Field, pairs: list[tuple[str, Any]]) -> None:
+        for _, value in pairs:
+            if isinstance(value, _Property):
+                raise FilterNotSupported(f"{prop.name}: properties as set members")
+            numeric = isinstance(value, int | float) and not isinstance(value, bool)
+            fits = isinstance(value, str) if field.member == "string" else numeric
+            if not fits:
+                raise FilterError(
+                    f"{prop.name}: its members are {field.member}s; cannot compare with {value!r}"
+                )
+
+    def _set(self, prop: _Property, how: str, pairs: list[tuple[str, Any]]) -> ColumnElement[bool]:
+        """HAS / HAS ALL / HAS ANY / HAS ONLY, each value with its own operator."""
         if prop.unknown:
             return false()
-        if any(isinstance(v, _Property) for v in values):
-            raise FilterNotSupported(f"{prop.name} {how}: properties as set members")
         if prop.name == "structure_features":  # always empty
             return true() if how == "ONLY" else false()
-        if prop.name not in ("elements", "species_at_sites"):
-            if prop.field is not None and prop.field.kind != "list":
-                raise FilterError(f"{prop.name}: HAS applies to list fields only")
-            raise FilterNotSupported(f"{prop.name}: set operators are supported on elements")
-        # species_at_sites holds the element symbols of the sites: the same set as elements.
-        if not all(isinstance(v, str) for v in values):
-            raise FilterError(f"{prop.name} {how}: give strings (chemical symbols)")
-        element = RecordElement.element
-        if how == "HAS":
-            if op == "=" or len(values) != 1:
-                return Record.record_id.in_(
-                    select(RecordElement.record_id).where(element == values[0])
-                )
-            return Record.record_id.in_(
-                select(RecordElement.record_id).where(_COMPARE[op](element, values[0]))
-            )
-        if how == "ALL":
+        field = self._list_field(prop, "HAS")
+        self._check_members(prop, field, pairs)
+
+        def match(value: Any, op: str, wanted: Any) -> ColumnElement[bool]:
+            return _COMPARE[op](value, wanted)
+
+        if prop.name in ("elements", "species_at_sites"):
+            # The index table of elements; a site's species is named by its element.
+            def having(condition: Any) -> ColumnElement[bool]:
+                return Record.record_id.in_(select(RecordElement.record_id).where(condition))
+
+            element = RecordElement.element
+            matches = [match(element, op, v) for op, v in pairs]
+            if how in ("HAS", "ALL"):
+                return and_(*(having(m) for m in matches))
+            if how == "ANY":
+                return having(or_(*matches))
+            return ~having(not_(or_(*matches)))  # ONLY
+        found = members(self.dialect, field.path, field.member)  # type: ignore[arg-type]
+
+        def having_member(condition: Any) -> ColumnElement[bool]:
+            return exists(select(literal(1)).select_from(found.table).where(condition))
+
+        matches = [match(found.value, op, v) for op, v in pairs]
+        if how in ("HAS", "ALL"):
+            return and_(*(having_member(m) for m in matches))
+        if how == "ANY":
+            return having_member(or_(*matches))
+        return and_(  # ONLY
+            is_array(self.dialect, field.path),  # type: ignore[arg-type]
+            ~having_member(not_(or_(*matches))),
+        )
+
+    def _zip(
+        self, props: list[_Property], how: str, tuples: list[list[tuple[str, Any]]]
+    ) -> ColumnElement[bool]:
+        """Correlated lists: ``a:b HAS x:y`` holds when some position i has a[i] = x and
+        b[i] = y (each value with its own operator)."""
+        names = ":".join(p.name for p in props)
+        for values in tuples:
+            if len(values) != len(props):
+                raise FilterError(f"{names}: give {len(props)} values per tuple, not {len(values)}")
+        if any(p.unknown for p in props):
+            return false()
+        fields = [self._list_field(p, "HAS") for p in props]
+        for i, (prop, field) in enumerate(zip(props, fields, strict=True)):
+            self._check_members(prop, field, [values[i] for values in tuples])
+        lists = [members(self.dialect, f.path, f.member) for f in fields]  # type: ignore[arg-type]
+        same_position = [found.position == lists[0].position for found in lists[1:]]
+
+        def match(values: list[tuple[str, Any]]) -> ColumnElement[bool]:
             return and_(
                 *(
-                    Record.record_id.in_(select(RecordElement.record_id).where(element == v))
-                    for v in sorted(set(values))
+                    _COMPARE[op](found.value, wanted)
+                    for found, (op, wanted) in zip(lists, values, strict=True)
                 )
             )
-        if how == "ANY":
-            return Record.record_id.in_(
-                select(RecordElement.record_id).where(element.in_(sorted(set(values))))
+
+        def having(condition: Any) -> ColumnElement[bool]:
+            return exists(
+                select(literal(1))
+                .select_from(*(found.table for found in lists))
+                .where(*same_position, condition)
             )
+
+        if how in ("HAS", "ALL"):
+            return and_(*(having(match(values)) for values in tuples))
+        if how == "ANY":
+            return having(or_(*(match(values) for values in tuples)))
         return and_(  # ONLY
-            Record.nsites.is_not(None),
-            ~exists().where(
-                RecordElement.record_id == Record.record_id,
-                element.not_in(sorted(set(values))),
-            ),
+            *(is_array(self.dialect, f.path) for f in fields),  # type: ignore[arg-type]
+            ~having(not_(or_(*(match(values) for values in tuples)))),
         )
 
     def _length(self, prop: _Property, op: str, number: Any) -> ColumnElement[bool]:
@@ -412,9 +549,11 @@ class SQLFilter(Transformer):
             return compare(nelements_column(), number)
         if prop.name in ("species_at_sites", "cartesian_site_positions"):
             return and_(Record.nsites.is_not(None), compare(Record.nsites, number))
-        if prop.field is not None and prop.field.kind != "list":
+        field = prop.field
+        if field is None or field.kind != "list" or field.path is None:
             raise FilterError(f"{prop.name}: LENGTH applies to list fields only")
-        raise FilterNotSupported(f"{prop.name}: LENGTH is not supported")
+        length = list_length(self.dialect, field.path)
+        return and_(length.is_not(None), compare(length, number))
 
 
 def parse_filter(text: str, dialect: str) -> tuple[ColumnElement[bool], list[str]]:
