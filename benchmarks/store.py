@@ -269,11 +269,62 @@ def bench(backend: str, n: int, seed: int, directory: Path) -> dict[str, Any]:
             server.stop()
 
 
-def bench_row_security(n: int, seed: int, directory: Path) -> list[tuple[str, float, float]]:
-    """Row-level security (migration 0006): the same queries on PostgreSQL as the person's
-    own role (``ada``, member of project ``alloys``, row-level security on) and as the
-    table owner (not subject to it), with the same application-side access filter.
-    Returns (query, owner ms, role ms) for the first page of 100."""
+def timed_pair(first: Callable[[], Any], second: Callable[[], Any]) -> tuple[float, float, Any]:
+    """Median wall times (ms) of two calls timed alternately, REPEATS times each after one
+    warm-up each (so that the other work on a shared machine slows both alike), and the
+    second call's last result."""
+    first()
+    result = second()
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(REPEATS):
+        for call, spent in ((first, times[0]), (second, times[1])):
+            started = time.perf_counter()
+            result = call()
+            spent.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times[0]), statistics.median(times[1]), result
+
+
+def compare_roles(owner: Any, role: Any) -> list[tuple[str, float, float, float, float, int]]:
+    """(query, owner page ms, role page ms, owner count ms, role count ms, matches): each
+    query as the table owner and as the role, timed alternately."""
+    from matdx.store.access import Requester
+    from matdx.store.search import RecordQuery, count_records, search_records
+
+    requester = Requester("ada", frozenset({"alloys"}))
+    rows = []
+    with owner.transaction() as as_owner, role.transaction() as as_role:
+        both = (as_owner, as_role)
+        for label, criteria in QUERIES.items():
+            query = RecordQuery.parse(limit=100, **criteria)
+            page = [lambda s=s, q=query: search_records(s, q, requester) for s in both]
+            count = [lambda s=s, q=query: count_records(s, q, requester) for s in both]
+            owner_page, role_page, _ = timed_pair(*page)
+            owner_count, role_count, matches = timed_pair(*count)
+            if count[0]() != matches:  # the same application filter: the same records
+                raise RuntimeError(f"{label}: {count[0]()} matches as owner, {matches} as role")
+            rows.append((label, owner_page, role_page, owner_count, role_count, matches))
+        after = None
+        for _ in range(200):  # a page deep into an unfiltered listing
+            after = search_records(
+                as_role, RecordQuery.parse(limit=100, after=after), requester
+            ).next_after
+        deep = RecordQuery.parse(limit=100, after=after)
+        owner_page, role_page, _ = timed_pair(
+            *[lambda s=s: search_records(s, deep, requester) for s in (as_owner, as_role)]
+        )
+        nan = float("nan")
+        rows.append(("page 201 of the whole store (cursor)", owner_page, role_page, nan, nan, 100))
+    return rows
+
+
+def bench_row_security(
+    n: int, seed: int, directory: Path
+) -> tuple[list[tuple[str, float, float, float, float, int]], float, list[str]]:
+    """Row-level security (migrations 0006, 0007): the same queries on PostgreSQL as the
+    person's own role (``ada``, member of project ``alloys``, row-level security on) and as
+    the table owner (not subject to it), with the same application-side access filter.
+    Returns the rows of :func:`compare_roles`, the insert rate (records/s, as the table owner
+    through the store's batched write path, write_log trigger on) and the role's plans."""
     from sqlalchemy import make_url
 
     from matdx.store.pgserver import TemporaryPostgres
@@ -285,33 +336,45 @@ def bench_row_security(n: int, seed: int, directory: Path) -> list[tuple[str, fl
         url = server.create_database("bench")
         owner = Store(directory, url)
         print(f"postgresql (row-level security): inserting {n:,} records", file=sys.stderr)
-        bulk_insert(owner, n, seed)
+        seconds, _ = bulk_insert(owner, n, seed)
         analyze(owner)
         add_user(owner.engine, "ada")
         add_member(owner.engine, "alloys", "ada")
         ada = Store(directory, make_url(url).set(username="ada").render_as_string(False))
-        as_owner, as_ada = run_queries(owner), run_queries(ada)
+        rows = compare_roles(owner, ada)
+        plans = query_plans(ada)  # EXPLAIN ANALYZE run by the role
         owner.dispose()
         ada.dispose()
     finally:
         server.stop()
-    for (label, _, _, owner_matches), (_, _, _, ada_matches) in zip(as_owner, as_ada, strict=True):
-        if owner_matches != ada_matches:  # the same application filter: the same records
-            raise RuntimeError(f"{label}: {owner_matches} matches as owner, {ada_matches} as ada")
-    return [(o[0], o[1], a[1]) for o, a in zip(as_owner, as_ada, strict=True)]
+    return rows, n / seconds, plans
 
 
-def report_row_security(rows: list[tuple[str, float, float]], n: int) -> str:
+def report_row_security(
+    rows: list[tuple[str, float, float, float, float, int]], n: int, rate: float
+) -> str:
     lines = [
-        f"row-level security, {n:,} records, first page of 100 (median of {REPEATS}):",
-        "| query | table owner | role ada (RLS) | ratio |",
-        "|---|---:|---:|---:|",
+        f"row-level security, {n:,} records (inserted at {rate:,.0f} records/s), median of "
+        f"{REPEATS}, owner and role timed alternately:",
+        "| query | owner page | ada page (RLS) | ratio | owner count | ada count (RLS) | ratio "
+        "| matches |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for label, owner_ms, role_ms in rows:
-        ratio = role_ms / owner_ms
-        lines.append(f"| {label} | {owner_ms:.1f} ms | {role_ms:.1f} ms | {ratio:.2f} |")
-    worst = max(role_ms / owner_ms for _, owner_ms, role_ms in rows)
-    lines.append(f"worst ratio {worst:.2f} (target within 1.5)")
+    ratios = []
+    for label, owner_page, role_page, owner_count, role_count, matches in rows:
+        page_ratio = role_page / owner_page
+        ratios.append(page_ratio)
+        if owner_count == owner_count:  # not NaN
+            count_ratio = role_count / owner_count
+            ratios.append(count_ratio)
+            count = f"{owner_count:.1f} ms | {role_count:.1f} ms | {count_ratio:.2f}"
+        else:
+            count = " | | "
+        lines.append(
+            f"| {label} | {owner_page:.1f} ms | {role_page:.1f} ms | {page_ratio:.2f} "
+            f"| {count} | {matches:,} |"
+        )
+    lines.append(f"worst ratio {max(ratios):.2f} (target within 1.5)")
     return "\n".join(lines)
 
 
@@ -350,8 +413,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.rls:
         with tempfile.TemporaryDirectory(prefix="matdx-bench-rls-") as directory:
-            rows = bench_row_security(args.records, args.seed, Path(directory))
-        print(report_row_security(rows, args.records))
+            rows, rate, plans = bench_row_security(args.records, args.seed, Path(directory))
+        print(report_row_security(rows, args.records, rate))
+        print("\n".join(plans))
         print(f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
         return
     results = []

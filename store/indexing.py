@@ -84,16 +84,24 @@ def record_columns(record: CalculationRecord) -> dict[str, Any]:
 
 
 def record_index_rows(record: CalculationRecord) -> dict[type, list[dict[str, Any]]]:
-    """Rows of the side tables for one record, by model class."""
+    """Rows of the side tables for one record, by model class; each row carries a copy of
+    the record's governance (what row-level security tests on PostgreSQL)."""
     record_id = record.record_id
+    governance = record.governance
+    copied = {
+        "record_id": record_id,
+        "owner": governance.owner,
+        "project": governance.project,
+        "access": governance.access,
+        "embargo_until": governance.embargo_until,
+        "export_control": governance.export_control,
+    }
     elements = sorted(set(record.system.elements)) if record.system else []
     return {
-        RecordElement: [{"element": e, "record_id": record_id} for e in elements],
-        RecordTag: [
-            {"tag": tag[:MAX_NAME], "record_id": record_id} for tag in sorted(set(record.tags))
-        ],
+        RecordElement: [{"element": e, **copied} for e in elements],
+        RecordTag: [{"tag": tag[:MAX_NAME], **copied} for tag in sorted(set(record.tags))],
         RecordProperty: [
-            {"record_id": record_id, "name": name, "value": value}
+            {"name": name, "value": value, **copied}
             for name, value in scalar_properties(record).items()
         ],
     }

@@ -25,6 +25,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    true,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -298,7 +299,23 @@ class Record(Base):
     document: Mapped[dict[str, Any]]
 
 
-class RecordElement(Base):
+class IndexGovernance:
+    """Copies of the record's governance on each of its index rows (migration 0007).
+
+    Filled by the write path (matdx.store.indexing) and kept equal to the record's by a
+    trigger on ``records``; on PostgreSQL the index tables' row-level security policies test
+    them row by row instead of looking up the record. Until filled, a row is private and
+    export-controlled (fail closed).
+    """
+
+    owner: Mapped[str] = mapped_column(String(100), server_default="")
+    project: Mapped[str] = mapped_column(String(100), server_default="")
+    access: Mapped[str] = mapped_column(String(20), server_default="private")
+    embargo_until: Mapped[optional_timestamp]
+    export_control: Mapped[bool] = mapped_column(Boolean, server_default=true())
+
+
+class RecordElement(IndexGovernance, Base):
     """The elements of a record's structure: the index of elements queries.
 
     A table rather than a JSON array because both backends index it the same way (B-tree on
@@ -316,7 +333,7 @@ class RecordElement(Base):
     )
 
 
-class RecordTag(Base):
+class RecordTag(IndexGovernance, Base):
     """The tags of a record (from its campaign): the index of tag queries."""
 
     __tablename__ = "record_tags"
@@ -329,7 +346,7 @@ class RecordTag(Base):
     )
 
 
-class RecordProperty(Base):
+class RecordProperty(IndexGovernance, Base):
     """Scalar results of a record by name (``band_gap``, ``energy_per_atom``, ``B0_GPa``, ...):
     the index of property-range queries. Units are those of the record's ``results`` (eV,
     eV/atom) or are in the name."""

@@ -431,6 +431,59 @@ def test_the_database_logs_every_write_with_the_authenticated_role(shared):
     assert raw(shared.url("bob"), "SELECT count(*) FROM write_log")[0][0] == 0
 
 
+def _visible_index_rows(url: str, record_id: str) -> dict[str, int]:
+    return {
+        table: raw(url, f"SELECT count(*) FROM {table} WHERE record_id = '{record_id}'")[0][0]
+        for table in ("record_elements", "record_tags", "record_properties")
+    }
+
+
+def test_index_rows_follow_their_records_governance(shared):
+    """The index tables' copies of governance (migration 0007): set with the rows, changed
+    with the record, and impossible to forge."""
+    from matdx.store.governance import GovernanceChange, set_governance
+
+    alice = Store(shared.home, shared.url("alice"))
+    try:
+        doc = document(crystal("Cu", 3.61), owner="alice", project="A", access="private",
+                       tags=["screening"], band_gap=0.5, energy=-3.7, seed=41)  # fmt: skip
+        [record_id] = insert_documents(alice, doc)
+        hidden = _visible_index_rows(shared.url("bob"), record_id)
+        assert hidden == {"record_elements": 0, "record_tags": 0, "record_properties": 0}
+        own = _visible_index_rows(shared.url("alice"), record_id)
+        assert own == _visible_index_rows(shared.owner_url, record_id)
+        assert all(own.values())
+        with alice.transaction() as session:
+            set_governance(
+                session,
+                Requester("alice", frozenset({"A"})),
+                GovernanceChange(access="public", license="CC-BY-4.0"),
+                record_ids=[record_id],
+                reason="published",
+            )
+        assert _visible_index_rows(shared.url("bob"), record_id) == own
+        [copies] = raw(
+            shared.owner_url,
+            "SELECT array_agg(DISTINCT (owner, project, access, export_control)::text) "
+            f"FROM record_properties WHERE record_id = '{record_id}'",
+        )
+        assert copies == (["(alice,A,public,f)"],)
+    finally:
+        alice.dispose()
+    private = shared.records["private"]
+    forged = (
+        "INSERT INTO record_elements (element, record_id, owner, project, access,"
+        " export_control) VALUES ('Zn', %s, 'alice', 'A', 'public', false)"
+    )
+    for role in ("alice", "bob"):  # a public copy of a private record; or of someone else's
+        with psycopg.connect(libpq(shared.url(role))) as connection, pytest.raises(
+            psycopg.errors.InsufficientPrivilege, match="row-level security"
+        ):
+            connection.execute(forged, (private,))
+    assert raw(shared.owner_url, f"SELECT count(*) FROM record_elements WHERE element = 'Zn'"
+               f" AND record_id = '{private}'")[0][0] == 0  # fmt: skip
+
+
 def test_roles_are_managed_on_postgresql_only(tmp_path, shared):
     sqlite = Store(tmp_path / "one", None) if not os.environ.get("MATDX_STORE") else None
     if sqlite is not None:
