@@ -200,24 +200,53 @@ def _run_with_progress(client: Any, campaign: str | None, poll: float) -> None:
         client.run(campaign, poll_s=poll, on_tick=update)
 
 
+#: Jobs named under a cause shared by several FAILED jobs (the rest are counted).
+MAX_JOBS_NAMED = 3
+
+
+def _failures_by_reason(failures: list[Any]) -> list[tuple[str, list[Any]]]:
+    """FAILED jobs grouped by their reason, in the order each reason first appears: a broken
+    batch environment fails every job of a batch with one long message, shown once."""
+    groups: dict[str, list[Any]] = {}
+    for failure in failures:
+        groups.setdefault(str(failure.reason), []).append(failure)
+    return list(groups.items())
+
+
 def _print_status(client: Any, campaign: str | None, wide: bool = False) -> int:
-    """Print the status table and the failures; returns the number of FAILED jobs."""
+    """Print the status table and the failures, one line per cause; returns the number of
+    FAILED jobs."""
     from rich.markup import escape
 
     from matdx.cli.tables import print_table, status_table
+    from matdx.store.models import JobState
 
     statuses = client.status(campaign)
     print_table(status_table(statuses, wide), wide)
     failed = 0
     for status in statuses:
-        for failure in status.failures:
-            failed += 1
+        failed_here = status.counts.get(JobState.FAILED, 0)
+        failed += failed_here
+        for reason, group in _failures_by_reason(status.failures):
+            first = group[0]
+            if len(group) == 1:
+                console.print(
+                    f"[red]FAILED[/red] {escape(status.name)} · {escape(str(first.workflow))} · "
+                    f"{escape(first.name)} ({first.job_id[:8]}) after {first.attempts} "
+                    f"attempt(s): {escape(reason)}",
+                    highlight=False,
+                )
+                continue
+            shown = ", ".join(f"{escape(f.name)} ({f.job_id[:8]})" for f in group[:MAX_JOBS_NAMED])
+            more = f" and {len(group) - MAX_JOBS_NAMED} more" if len(group) > MAX_JOBS_NAMED else ""
             console.print(
-                f"[red]FAILED[/red] {escape(status.name)} · {escape(str(failure.workflow))} · "
-                f"{escape(failure.name)} ({failure.job_id[:8]}) after {failure.attempts} "
-                f"attempt(s): {escape(str(failure.reason))}",
+                f"[red]FAILED[/red] {escape(status.name)} · {len(group)} jobs, the same cause: "
+                f"{escape(reason)}\n  jobs: {shown}{more}",
                 highlight=False,
             )
+        if failed_here > len(status.failures):
+            console.print(f"{status.name}: {failed_here - len(status.failures)} more FAILED "
+                          "job(s) not listed here", highlight=False)
         if status.blocked:
             console.print(
                 f"{status.name}: {status.blocked} job(s) wait on failed or cancelled "

@@ -92,3 +92,36 @@ def test_a_crashed_process_names_the_error_it_printed(tmp_path):
     reason = crash_reason("crashed: worker exit code 1", [tmp_path / "missing.log", log])
     assert reason == ("the job's process exited with code 1 before it wrote result.json; "
                       "last error: numpy.linalg.LinAlgError: Singular matrix")
+
+
+def test_status_shows_a_cause_shared_by_many_failed_jobs_once(tmp_path, capsys, monkeypatch):
+    """A broken batch environment fails every job of a batch with one long message: `matdx
+    status` prints it once with the count, and each other cause on its own line."""
+    from matdx.client import Client
+    from matdx.workflows import Flow
+    from matdx.workflows.executors.local import LocalExecutor
+    from matdx.workflows.submit import CampaignGraph
+    from tests.workflows import jobs
+
+    monkeypatch.delenv("MATDX_STORE", raising=False)
+    home = tmp_path / "home"
+    broken = ("the batch environment cannot start matdx: load the missing module or activate "
+              "the environment in the site profile's setup lines")
+    failing = [jobs.fail(broken) for _ in range(5)] + [jobs.fail("other cause")]
+    flows = [Flow([job.configure(retries=0)]) for job in failing]
+    client = Client(home, executors={"local": LocalExecutor(workers=2)})
+    try:
+        graph = CampaignGraph("broken", [("fail", flow) for flow in flows],
+                              {"type": "local", "workers": 2}, {})
+        client.run(client.submit(graph), poll_s=0.1, timeout_s=120)
+    finally:
+        client.store.dispose()
+    monkeypatch.setenv("COLUMNS", "80")
+    status = run_matdx(capsys, monkeypatch, "status", "broken", "--home", str(home))
+    flat = " ".join(status.stdout.split())
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert flat.count("the batch environment cannot start matdx") == 1
+    assert "FAILED broken · 5 jobs, the same cause: RuntimeError: the batch environment" in flat
+    assert "and 2 more" in flat  # three jobs named, the rest counted
+    assert flat.count("other cause") == 1
+    assert flat.count("FAILED broken") == 2
