@@ -71,6 +71,7 @@ __all__ = [
     "read_events",
     "run_farm",
     "scheduler_job_id",
+    "start_and_report",
 ]
 
 EVENTS_FILE = "events.jsonl"
@@ -244,6 +245,10 @@ class TaskGraph:
     def ready(self) -> list[str]:
         """Ready tasks not yet started, in manifest order."""
         return list(self._ready)
+
+    def children(self, task_id: str) -> list[str]:
+        """Tasks of the manifest that wait for ``task_id``."""
+        return self._children[task_id]
 
     def start(self, task_id: str) -> None:
         self.started.add(task_id)
@@ -766,11 +771,18 @@ def run_farm(
 
 
 def start_ready(
-    graph: TaskGraph, pool: ProcessPool | MPIPool, deadline: float | None, events: EventLog
+    graph: TaskGraph,
+    pool: ProcessPool | MPIPool,
+    deadline: float | None,
+    events: EventLog,
+    hold: set[str] | frozenset[str] = frozenset(),
 ) -> None:
-    """Start ready tasks on free slots, in manifest order, as far as slots allow."""
+    """Start ready tasks on free slots, in manifest order, as far as slots allow; the tasks
+    in ``hold`` are not started yet."""
     now = time.time()
     for task_id in graph.ready():
+        if task_id in hold:
+            continue
         task = graph.tasks[task_id]
         late = deadline is not None and (
             now >= deadline or now + (task.estimate_s or 0.0) > deadline
@@ -787,11 +799,36 @@ def start_ready(
         events.write("start", task=task_id, cores=task.cores, **where)
 
 
+def start_and_report(
+    graph: TaskGraph,
+    pool: ProcessPool | MPIPool,
+    deadline: float | None,
+    events: EventLog,
+    ended: list[tuple[str, str]],
+    sync: list[str],
+) -> None:
+    """Start what is ready, and report the tasks that ended, in the order crash consistency
+    needs: tasks that depend on none of the ``ended`` ones start first (their slots are not
+    kept idle while files are fsynced), then the ended tasks' files are made durable and their
+    ``end`` events written, then their dependents start. No crash of the machine can leave a
+    dependent's result on disk without its parent's."""
+    hold = {child for task_id, _ in ended for child in graph.children(task_id)}
+    start_ready(graph, pool, deadline, events, hold)
+    if ended:
+        report_ended(graph, ended, sync, events)
+        if hold:
+            start_ready(graph, pool, deadline, events)
+
+
 def report_ended(
     graph: TaskGraph, ended: list[tuple[str, str]], sync: list[str], events: EventLog
 ) -> None:
     """Make the ``sync`` files of tasks that ended durable (one batched pass), then write
-    their ``end`` events: a task the log says ended has its result on disk."""
+    their ``end`` events: a task the log says ended has its result on disk.
+
+    Callers do this before they start the tasks' dependents (:func:`start_and_report`): a
+    dependent never runs while its parent's result could still be lost to a power cut.
+    """
     if sync:
         fsync_many(Path(graph.tasks[t].dir) / name for t, _ in ended for name in sync)
     for task_id, status in ended:
@@ -807,15 +844,15 @@ def _schedule(
 ) -> None:
     """Start ready tasks on free slots in manifest order until nothing more can run.
 
-    Dependents of tasks that ended are started first; the ended tasks' files are made
-    durable and their ``end`` events written while the dependents run.
+    Crash consistency: the files of tasks that ended are made durable and their ``end``
+    events written *before* their dependents start (:func:`start_and_report`), so that no
+    crash of the machine can leave a dependent's result on disk without its parent's (one
+    batched fsync pass per group of tasks that ended together).
     """
     ended: list[tuple[str, str]] = []
     while True:
-        start_ready(graph, pool, deadline, events)
-        if ended:
-            report_ended(graph, ended, sync or [], events)
-            ended = []
+        start_and_report(graph, pool, deadline, events, ended, sync or [])
+        ended = []
         if not graph.running:
             return
         for task_id, status in pool.results(timeout=1.0):

@@ -255,7 +255,12 @@ def _harvest_batch(store: Store, batch: Batch, status: BatchStatus, report: Harv
                 todo.append((job_id, attempt, run_dir, _max_output_bytes(executor)))
             elif over:
                 lost.append(job_id)
+    # Parents first: a farm logs a task's end before its dependents start, so the order of
+    # the end events is a parents-first order (results found without one come last).
+    position = {task_id: i for i, task_id in enumerate(ended)}
+    todo.sort(key=lambda item: position.get(item[0], len(position)))
     deferred = 0
+    waiting: list[_Prepared] = []  # held back until their parents are recorded
     for start in range(0, len(todo), CHUNK):
         prepared: list[_Prepared] = []
         for job_id, attempt, run_dir, max_bytes in todo[start : start + CHUNK]:
@@ -275,7 +280,7 @@ def _harvest_batch(store: Store, batch: Batch, status: BatchStatus, report: Harv
             continue
         try:
             with store.transaction() as session:
-                done, failed = _harvest_chunk(store, session, batch, prepared)
+                done, failed, held = _harvest_chunk(store, session, batch, prepared)
         except (OperationalError, InterfaceError, StoreWriteError) as error:
             # The store could not be written: nobody's failure; the next tick tries again.
             log.warning("%d result(s) of batch %s kept in their run directories for the next "
@@ -286,6 +291,23 @@ def _harvest_batch(store: Store, batch: Batch, status: BatchStatus, report: Harv
             continue
         report.completed += done
         report.errored += failed
+        waiting += [item for item in prepared if item.job_id in held]
+    while waiting:  # parents recorded after their children in the order above
+        try:
+            with store.transaction() as session:
+                done, failed, held = _harvest_chunk(store, session, batch, waiting)
+        except (OperationalError, InterfaceError, StoreWriteError) as error:
+            log.warning("%d result(s) of batch %s kept in their run directories for the next "
+                        "tick: %s", len(waiting), batch.id[:8], error)
+            deferred += len(waiting)
+            waiting = []
+            break
+        report.completed += done
+        report.errored += failed
+        if not done + failed:
+            break
+        waiting = [item for item in waiting if item.job_id in held]
+    orphans = [item.job_id for item in waiting]
     report.deferred += deferred
     if deferred:
         over = False  # the batch stays active until every result it left is recorded
@@ -310,6 +332,14 @@ def _harvest_batch(store: Store, batch: Batch, status: BatchStatus, report: Harv
         with store.transaction() as session:
             _requeue(session, lost, reason)
         report.requeued += len(lost)
+    if orphans and over:
+        # A result whose parent was never recorded (the parent's result lost to a crash of
+        # the machine, or refused by harvest) is not recorded either: the job runs again
+        # once its parent has.
+        with store.transaction() as session:
+            _requeue(session, orphans, f"batch {batch.id[:8]} ended: a job it depends on has "
+                     "no recorded result, so its result is not recorded")
+        report.requeued += len(orphans)
     if over:
         with store.transaction() as session:
             row = session.get(Batch, batch.id)
@@ -580,7 +610,10 @@ def _harvest_chunk(
     """Record a group of prepared attempts with a fixed number of statements.
 
     Everything, records and job states alike, is written in the caller's single transaction;
-    no file is read here. Returns (completed, errored) counts.
+    no file is read here. An attempt is recorded only if every job it depends on is recorded
+    as completed (before, or earlier in ``items``, which come parents first): a dependent
+    whose parent's result was lost or refused is held back, never recorded without its
+    parent. Returns (completed, errored) counts and the ids of the jobs held back.
     """
     ids = [item.job_id for item in items]
     jobs = {
@@ -598,7 +631,7 @@ def _harvest_chunk(
         results[item.job_id] = item.result
         prepared[item.job_id] = item
     if not results:
-        return 0, 0
+        return 0, 0, set()
     record_ids = {job_id: str(uuid.uuid4()) for job_id in results}
     campaigns = {
         c.id: c
@@ -606,15 +639,18 @@ def _harvest_chunk(
             select(Campaign).where(Campaign.id.in_({jobs[j].campaign_id for j in results}))
         )
     }
-    parents: dict[str, set[str]] = {job_id: set() for job_id in results}
-    for child, parent, parent_record in session.execute(
-        select(JobEdge.child_id, JobEdge.parent_id, Job.record_id)
+    # Each job's parents: their record ids if recorded as completed before, else None
+    # (unless the parent is recorded completed earlier in this chunk, see below).
+    parent_jobs: dict[str, dict[str, str | None]] = {job_id: {} for job_id in results}
+    for child, parent, parent_record, parent_state in session.execute(
+        select(JobEdge.child_id, JobEdge.parent_id, Job.record_id, Job.state)
         .join(Job, Job.id == JobEdge.parent_id)
         .where(JobEdge.child_id.in_(list(results)))
     ):
-        found = record_ids.get(parent) if parent in results else parent_record
-        if found:
-            parents[child].add(found)
+        recorded = parent_record if parent_state == JobState.COMPLETED else None
+        parent_jobs[child][parent] = recorded
+    parents: dict[str, set[str]] = {job_id: set() for job_id in results}
+    held: set[str] = set()
     previous: dict[str, str] = {}
     for job_id, number, record_id in session.execute(
         select(Attempt.job_id, Attempt.number, Attempt.record_id)
@@ -626,8 +662,14 @@ def _harvest_chunk(
 
     records, links, edges, attempts, completed, errored = [], [], [], [], [], []
     artifacts: dict[str, dict[str, Any]] = {}
+    recorded_now: dict[str, str] = {}  # job -> record of its completed attempt in this chunk
     for job_id, result in list(results.items()):
         job, item = jobs[job_id], prepared[job_id]
+        found = [known or recorded_now.get(parent) for parent, known in parent_jobs[job_id].items()]
+        if None in found:
+            held.add(job_id)
+            continue
+        parents[job_id].update(found)
         context = {
             "job": job, "campaign": campaigns[job.campaign_id],
             "inputs": item.inputs if item.inputs is not None else job.inputs,
@@ -702,6 +744,7 @@ def _harvest_chunk(
             }
         )
         if result["status"] == "completed":
+            recorded_now[job_id] = record.record_id
             completed.append(
                 {
                     "id": job_id,
@@ -729,7 +772,7 @@ def _harvest_chunk(
     if new_artifacts:
         session.execute(insert(Artifact), new_artifacts)
     if not records:
-        return 0, 0
+        return 0, 0, held
     session.execute(insert(Record), records)
     if links:
         session.execute(insert(RecordArtifact), links)
@@ -753,4 +796,4 @@ def _harvest_chunk(
     )
     move_each(session, completed, JobState.RUNNING, JobState.COMPLETED)
     move_each(session, errored, JobState.RUNNING, JobState.ERRORED)
-    return len(completed), len(errored)
+    return len(completed), len(errored), held

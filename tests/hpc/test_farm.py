@@ -148,3 +148,34 @@ def test_a_broken_runner_path_fails_loudly(tmp_path, bad):
     manifest.write_text(json.dumps(data))
     with pytest.raises((ImportError, AttributeError, ModuleNotFoundError, ValueError)):
         run_farm(manifest)
+
+
+def test_a_parents_files_are_durable_and_its_end_logged_before_a_dependent_starts(
+    tmp_path, monkeypatch
+):
+    """Crash consistency: after a power cut the disk can never hold a dependent's result
+    without its parent's, because the parent's files are fsynced and its ``end`` event
+    written before the dependent starts."""
+    manifest = make(tmp_path, {"a": {}, "b": {}, "c": {}}, after={"b": ["a"], "c": ["b"]})
+    data = json.loads(manifest.read_text())
+    data["sync"] = ["ran"]
+    manifest.write_text(json.dumps(data))
+    import matdx.hpc.farm as farm
+
+    synced: list[tuple[str, set[str]]] = []  # (task synced, tasks started at that moment)
+    real = farm.fsync_many
+
+    def recording(paths):
+        paths = list(paths)
+        started = {e["task"] for e in read_events(manifest.parent) if e["event"] == "start"}
+        synced.extend((Path(p).parent.name, started) for p in paths)
+        real(paths)
+
+    monkeypatch.setattr(farm, "fsync_many", recording)
+    assert run_farm(manifest) == 0
+    assert [task for task, _ in synced] == ["a", "b", "c"]
+    started_when = dict(synced)
+    assert "b" not in started_when["a"] and "c" not in started_when["b"]
+    order = [(e["event"], e.get("task")) for e in read_events(manifest.parent)]
+    assert order.index(("end", "a")) < order.index(("start", "b"))
+    assert order.index(("end", "b")) < order.index(("start", "c"))

@@ -270,3 +270,59 @@ def test_a_job_wider_than_any_batch_fails_with_the_reason(client):
     assert states(client, cid) == {too_wide.id: JobState.FAILED, fine.id: JobState.COMPLETED}
     [failure] = status.failures
     assert "needs 64 cores" in failure.reason
+
+
+def test_a_dependent_whose_parents_result_was_lost_is_not_recorded_without_it(home):
+    """A power cut after a dependent ran may lose what the parent's farm had not made durable
+    (its ``result.json`` and ``end`` event, and the farm's end): harvest then records neither
+    the parent nor anything below it, and the chain runs again with whole provenance."""
+    import time
+
+    from matdx.client import Client
+    from matdx.hpc.farm import EVENTS_FILE, process_start_time, read_events
+    from matdx.workflows.engine import tick
+    from matdx.workflows.executors.local import LocalExecutor
+
+    client = Client(home, executors={"local": LocalExecutor(2, warm=False)})
+    a = jobs.add(1, 2)
+    b = jobs.add(a.output, 10)
+    c = jobs.add(b.output, 100)
+    cid = client.submit(campaign(Flow([a, b, c])))
+    assert tick(client.store, executors=client.executors).launch.launched == 3  # one batch
+    with client.store.transaction() as session:
+        batch = session.scalars(select(Batch)).one()
+        run_dirs = dict(session.execute(select(Job.id, Job.run_dir)).all())
+    deadline = time.monotonic() + 60
+    while not any(e["event"] == "farm-end" for e in read_events(batch.directory)):
+        assert time.monotonic() < deadline, "the farm did not finish"
+        time.sleep(0.05)
+    farm = next(e for e in read_events(batch.directory) if e["event"] == "farm-start")
+    while process_start_time(farm["pid"]) is not None:
+        assert time.monotonic() < deadline, "the farm did not exit"
+        time.sleep(0.05)
+    # The machine "crashed": the parent's result and the log's tail never reached the disk.
+    (Path(run_dirs[a.id]) / "result.json").unlink()
+    kept = [e for e in read_events(batch.directory)
+            if e["event"] != "farm-end" and not (e["event"] == "end" and e["task"] == a.id)]
+    (Path(batch.directory) / EVENTS_FILE).write_text("".join(json.dumps(e) + "\n" for e in kept))
+    assert (Path(run_dirs[b.id]) / "result.json").exists()  # the dependents' results survived
+
+    report = tick(client.store, executors=client.executors, launch_jobs=False)
+    assert report.harvest.completed == 0 and report.harvest.requeued == 3
+    assert count(client, Record) == 0
+    assert states(client, cid) == {a.id: JobState.READY, b.id: JobState.WAITING,
+                                   c.id: JobState.WAITING}
+    with client.store.transaction() as session:
+        lost = dict(session.execute(select(Attempt.job_id, Attempt.reason)).all())
+    assert "no recorded result" in lost[b.id] and "no recorded result" in lost[c.id]
+
+    [status] = client.run(cid, poll_s=0.05, timeout_s=60)
+    assert status.counts == {"COMPLETED": 3}
+    assert outputs(client, cid)[c.id] == 113
+    with client.store.transaction() as session:
+        record_of = dict(session.execute(select(Job.id, Job.record_id)).all())
+        edges = set(session.execute(
+            select(ProvenanceEdge.parent_id, ProvenanceEdge.child_id)
+            .where(ProvenanceEdge.relation == "input")).all())
+    assert edges == {(record_of[a.id], record_of[b.id]), (record_of[b.id], record_of[c.id])}
+    client.store.dispose()

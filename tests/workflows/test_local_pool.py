@@ -56,7 +56,7 @@ def _chain(n: int = 3) -> Flow:
 
 
 def test_pool_runs_every_campaign_then_stops_when_idle(home):
-    client = Client(home, executors={"local": LocalExecutor(2, idle_s=4.0)})
+    client = Client(home, executors={"local": LocalExecutor(2, idle_s=15.0)})
     for i in range(2):
         campaign = client.submit(
             CampaignGraph(f"c{i}", [("t", _chain())], {"type": "local", "workers": 2}, {}),
@@ -68,7 +68,8 @@ def test_pool_runs_every_campaign_then_stops_when_idle(home):
     assert len(pids) == 2 and pids[0] == pids[1]  # one warm pool ran both campaigns
     pool = _pool(home)
     assert pool is not None and pool["pid"] == pids[0]
-    # idle for 4 s: the pool stops by itself and says so
+    # idle for 15 s (long enough that a loaded machine submits the second campaign before
+    # it): the pool stops by itself and says so
     assert _wait_for(lambda: process_start_time(pids[0]) is None and _pool(home) is None)
     client.store.dispose()
 

@@ -16,7 +16,8 @@ pool at once. For each entry the pool claims the batch directory exactly as a fa
 to the batch's ``events.jsonl``, and schedules the batch's tasks with the farm's own
 :class:`~matdx.hpc.farm.TaskGraph` on the shared workers: tasks of every batch are streamed to
 workers as they become ready, and ``end`` events (after the batch's ``sync`` files are made
-durable) are written as results arrive, so a tick harvests them at once.
+durable) are written as results arrive, so a tick harvests them at once. A task's files are
+durable and its ``end`` event written before any of its dependents starts.
 
 Safe to kill. The pool runs in its own session; its workers die with it (``PR_SET_PDEATHSIG``)
 so no task outlives a killed pool. A batch whose pool died is seen dead by the executor's
@@ -60,7 +61,7 @@ from matdx.hpc.farm import (
     process_start_time,
     report_ended,
     scheduler_job_id,
-    start_ready,
+    start_and_report,
 )
 
 __all__ = [
@@ -146,11 +147,15 @@ def serve(pool_dir: Path, workers: int, idle_s: float) -> int:
             for batch in list(batches.values()):
                 if not batch.cancelled and (batch.directory / CANCEL_FILE).exists():
                     _cancel(batch, pool, owner)
-                start_ready(batch.graph, pool, None, batch.events)
+                if batch.cancelled:
+                    if batch.ended:
+                        report_ended(batch.graph, batch.ended, batch.manifest.sync,
+                                     batch.events)
+                else:  # parents' results durable and logged before their dependents start
+                    start_and_report(batch.graph, pool, None, batch.events, batch.ended,
+                                     batch.manifest.sync)
+                batch.ended = []
             for batch in list(batches.values()):
-                if batch.ended:
-                    report_ended(batch.graph, batch.ended, batch.manifest.sync, batch.events)
-                    batch.ended = []
                 if not batch.graph.running and (batch.cancelled or not _startable(batch)):
                     _finish(batch, "cancelled" if batch.cancelled else "done")
                     del batches[batch.id]
