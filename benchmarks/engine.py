@@ -11,16 +11,17 @@ to one store, ticks (``Client.run``) until the last record is stored, and prints
 milliseconds per job counted from submit to the last result (median over repeats), the
 number of ticks and their median time, and the time from a dependent job's last parent's end
 to its start (median and 99th percentile, from the jobs' own ``result.json``), with
-the machine's load beside every line. Every state change is committed to the store (SQLite,
-WAL) and every ``job.json``/``result.json`` is made durable (fsync, batched). The local
-executor's warm pool is started once by a warm-up campaign and reused. With ``--peers`` it
-runs the same shapes with Parsl's high-throughput executor (started once, reused; N <=
-10,000), jobflow (in memory, nothing persisted) and FireWorks (on mongomock; N <= 1,000) when
-installed, in the same run, and prints each peer's time per job and its ratio to matdx's
-(above 1: matdx is faster). With ``--executor fireworks`` it also runs
-each campaign (N <= 1000) through matdx's fireworks executor on a LaunchPad in FireWorks'
-mongomock mode (ticks and ``rapidfire`` in turn, in this process) and prints its per-job
-time beside the native (local) executor's.
+the machine's load beside every line, and the CPU time per job of the ticking process plus
+the warm pool and its workers (wall times mean little on a loaded machine). Every state
+change is committed to the store (SQLite, WAL) and every ``job.json``/``result.json`` is
+made durable (fsync, batched). The local executor's warm pool is started once by a warm-up
+campaign and reused. With ``--peers`` it runs the same shapes with Parsl's high-throughput
+executor (started once, reused; N <= 10,000), jobflow (in memory, nothing persisted) and
+FireWorks (on mongomock; N <= 1,000) when installed, in the same run, and prints each peer's
+time per job and its ratio to matdx's (above 1: matdx is faster). With ``--executor
+fireworks`` it also runs each campaign (N <= 1000) through matdx's fireworks executor on a
+LaunchPad in FireWorks' mongomock mode (ticks and ``rapidfire`` in turn, in this process)
+and prints its per-job time beside the native (local) executor's.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ class MatdxRun:
     ticks: int
     tick_s: float  # median duration of a tick
     latencies_s: list[float]  # parent's end to dependent's start, per edge
+    cpu_s: float  # CPU time of this (ticking) process and of the warm pool with its workers
 
 
 class MatdxBench:
@@ -94,14 +96,23 @@ class MatdxBench:
     def run(self, shape: str, n: int) -> MatdxRun:
         graph = matdx_graph(shape, n)
         ticks: list[float] = []
+        pool = self._pool_pid()
+        cpu = time.process_time() + _tree_cpu_s(pool)
         start = time.perf_counter()
         # force: a repeat never reuses an earlier run's results
         campaign = self.client.submit(graph, force=True)
         self.client.run(campaign, poll_s=0.002,
                         on_tick=lambda report, _: ticks.append(report.seconds))
         elapsed = time.perf_counter() - start
+        cpu = time.process_time() + _tree_cpu_s(pool) - cpu
         return MatdxRun(elapsed, len(ticks), statistics.median(ticks),
-                        self._latencies(campaign))
+                        self._latencies(campaign), cpu)
+
+    def _pool_pid(self) -> int | None:
+        try:
+            return int(json.loads((self.home / "pool" / "pool.json").read_text())["pid"])
+        except (FileNotFoundError, ValueError, KeyError):
+            return None
 
     def idle_tick_s(self) -> float:
         return min(_timed(self.client.tick) for _ in range(5))
@@ -168,6 +179,25 @@ def run_matdx_fireworks(shape: str, n: int) -> float:
         elapsed = time.perf_counter() - start
         client.store.dispose()
     return elapsed
+
+
+def _tree_cpu_s(pid: int | None) -> float:
+    """CPU time (user + system, s) of a process and its live children (Linux ``/proc``)."""
+    if pid is None:
+        return 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(entry) == pid or int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
 
 
 def _timed(call: Callable[[], object]) -> float:
@@ -335,7 +365,9 @@ def main() -> None:
             parsl_bench = None
     print(f"{_load()}; SQLite store, durable writes (fsync batched); warm pool cold start "
           f"{bench.cold_start_s * 1000:.0f} ms (a 2-job campaign, not counted below)")
-    print(f"{'shape':<16}{'N':>7}{'ms/job':>8}{'runs':>5}{'ticks':>6}{'ms/tick':>8}"
+    print("ms/job: wall time from submit to the last record; cpu: CPU ms/job of the ticking "
+          "process plus the warm pool and its workers")
+    print(f"{'shape':<16}{'N':>7}{'ms/job':>8}{'cpu':>6}{'runs':>5}{'ticks':>6}{'ms/tick':>8}"
           f"{'lat p50':>8}{'p99 ms':>7}   peers (ms/job, ratio peer/matdx)", flush=True)
     plan = [(shape, n) for shape in SHAPES for n in args.sizes]
     plan += [(shape, n) for shape in ("fan-out", "chain") for n in args.large]
@@ -346,6 +378,7 @@ def main() -> None:
             runs = [bench.run(shape, n)
                     for _ in range(args.repeats if n <= 1000 else max(1, args.repeats - 2))]
             ours = statistics.median(_ms(r.seconds, jobs) for r in runs)
+            cpu = statistics.median(_ms(r.cpu_s, jobs) for r in runs)
             middle = sorted(runs, key=lambda r: r.seconds)[len(runs) // 2]
             latencies = sorted(x for r in runs for x in r.latencies_s)
             lat = (f"{statistics.median(latencies) * 1000:>8.1f}"
@@ -366,7 +399,7 @@ def main() -> None:
                     if seconds is not None:
                         theirs = _ms(seconds, jobs)
                         peers.append(f"{name} {theirs:.2f} ({theirs / ours:.2f})")
-            print(f"{shape:<16}{n:>7}{ours:>8.2f}{len(runs):>5}{middle.ticks:>6}"
+            print(f"{shape:<16}{n:>7}{ours:>8.2f}{cpu:>6.2f}{len(runs):>5}{middle.ticks:>6}"
                   f"{middle.tick_s * 1000:>8.1f}{lat}   {'; '.join(peers)}   [{_load()}]",
                   flush=True)
         for (shape, n), seconds in idle.items():

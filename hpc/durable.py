@@ -9,14 +9,29 @@ together) write them all first and make them durable here in one pass.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 __all__ = ["fsync_many"]
 
+THREADS = 32  # fsyncs in flight at once
+# One pool of threads per process, started on first use and kept: starting threads for every
+# call cost more CPU than the fsyncs of a small group. Forked children make their own.
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+_pool_lock = threading.Lock()
 
-def fsync_many(paths: Iterable[str | Path], *, threads: int = 32) -> None:
+
+def _threads() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool[0] != os.getpid():
+            _pool = (os.getpid(), ThreadPoolExecutor(THREADS, thread_name_prefix="fsync"))
+        return _pool[1]
+
+
+def fsync_many(paths: Iterable[str | Path]) -> None:
     """Make many files, and the entries naming them, survive a crash of the machine.
 
     The files are fsynced from a pool of threads, so that the file system commits them in a
@@ -30,7 +45,7 @@ def fsync_many(paths: Iterable[str | Path], *, threads: int = 32) -> None:
 
     def sync(path: Path) -> None:
         try:
-            fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0))
+            fd = os.open(path, os.O_RDONLY)  # a directory too
         except FileNotFoundError:
             return
         try:
@@ -43,5 +58,4 @@ def fsync_many(paths: Iterable[str | Path], *, threads: int = 32) -> None:
         if len(group) == 1:
             sync(group[0])
             continue
-        with ThreadPoolExecutor(max_workers=min(threads, len(group))) as pool:
-            list(pool.map(sync, group))
+        list(_threads().map(sync, group))

@@ -530,7 +530,7 @@ def _start(store: Store, executor: Executor, batch_id: str) -> int:
     for run_dir, spec in specs:
         # Written in place: no farm reads it before the manifest exists.
         with open(run_dir / JOB_FILE, "w") as handle:
-            json.dump(spec, handle, allow_nan=True, separators=(",", ":"))
+            handle.write(json.dumps(spec, allow_nan=True, separators=(",", ":")))
     fsync_many([run_dir / JOB_FILE for run_dir, _ in specs])  # and each run directory
     for campaign_dir in {run_dir.parent for run_dir, _ in specs}:
         fsync_directory(campaign_dir)  # the new run directories' entries
