@@ -375,34 +375,50 @@ def structures(
         # Results of records under a running embargo are withheld: never filter or sort on them.
         conditions.append(access_filter(requester, Purpose.ARTIFACTS))
     where = and_(*conditions)
-    statement = select(Record.record_id, Record.document, Record.created_at).where(where)
     offset = _positive_int(request, "page_offset", 0) or 0
     cursor = params.get("page_cursor")
     state: dict[str, Any] = {}
+    page = select(Record.record_id).where(where)
     if cursor:
         state = _decode_cursor(cursor)
         if "after" in state and order:
             raise OptimadeError(400, "page_cursor: issued for another sort order")
         if "after" in state:
-            statement = statement.where(Record.record_id > state["after"])
+            page = page.where(Record.record_id > state["after"])
         else:
             offset = state["offset"]
-    statement = statement.order_by(*order, Record.record_id)
+    # A filtered first page counts its matches in the same pass that finds the page (a window
+    # count over the ids), then reads the documents of that page only.
+    counting = not ({"returned", "after"} & set(state)) and (filtered or sorts_results)
+    if counting:
+        page = page.add_columns(func.count().over().label("matches"))
+    page = page.order_by(*order, Record.record_id)
     if order or offset:
-        statement = statement.offset(offset)
-    rows = session.execute(statement.limit(limit + 1)).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    withheld = _withheld(session, requester, [r.record_id for r in rows])
+        page = page.offset(offset)
+    found = session.execute(page.limit(limit + 1)).all()
+    more = len(found) > limit
+    ids = [row.record_id for row in found[:limit]]
+    by_id = {
+        row.record_id: row
+        for row in session.execute(
+            select(Record.record_id, Record.document, Record.created_at).where(
+                Record.record_id.in_(ids)
+            )
+        )
+    }
+    rows = [by_id[record_id] for record_id in ids]
+    withheld = _withheld(session, requester, ids)
     data = [_entry(row, row.record_id in withheld, fields) for row in rows]
     available = _available(session, requester)
-    if not more and not cursor and (rows or not offset):
-        returned = offset + len(rows)  # the last page: everything before it, and this page
-    elif "returned" in state:
+    if "returned" in state:
         returned = state["returned"]  # counted for the first page, carried by the cursor
+    elif counting and found:
+        returned = found[0].matches
+    elif not more and not cursor and (rows or not offset):
+        returned = offset + len(rows)  # the last page: everything before it, and this page
     elif not filtered and not sorts_results:
         returned = available
-    else:
+    else:  # an offset past the last match, or a cursor without the count
         returned = session.scalar(select(func.count(Record.record_id)).where(where)) or 0
     links: dict[str, Any] = {"next": None}
     if more:

@@ -345,3 +345,12 @@ def test_filters_this_service_does_not_evaluate_say_why(http, alloys, filter_tex
     answer = http.get("/optimade/v1/structures", params={"filter": filter_text})
     assert answer.status_code == status, answer.text
     assert message in answer.json()["errors"][0]["detail"]
+
+
+def test_data_returned_under_page_offset(http, records):
+    query = "/optimade/v1/structures?filter=nsites >= 1&response_fields=nsites&page_limit=2"
+    total = len(_ids(http, "filter=nsites >= 1&page_limit=100"))
+    for offset in (0, 2, total - 1, total + 5):
+        meta = http.get(f"{query}&page_offset={offset}").json()["meta"]
+        assert meta["data_returned"] == total, offset
+        assert meta["more_data_available"] == (offset + 2 < total)
