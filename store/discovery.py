@@ -41,15 +41,12 @@ RECORD_DISCOVERY = table(
 
 
 def row_security_active(connection: Connection) -> bool:
-    """Whether row-level security hides rows of ``records`` from the connection's role (a
-    person's PostgreSQL role, not the store's owner); cached on the pooled connection."""
+    """Whether row-level security hides rows of ``records`` from the connection's current
+    role (a person's PostgreSQL role, not the store's owner). Asked each time, not cached on
+    the pooled connection: a request may switch roles (``SET LOCAL ROLE``) on it."""
     if connection.dialect.name != "postgresql":
         return False
-    known = connection.info.get("matdx.row_security")
-    if known is None:
-        known = bool(connection.exec_driver_sql("SELECT row_security_active('records')").scalar())
-        connection.info["matdx.row_security"] = known
-    return known
+    return bool(connection.exec_driver_sql("SELECT row_security_active('records')").scalar())
 
 
 def discovery_document(row: Any) -> tuple[dict[str, Any], datetime | None]:
