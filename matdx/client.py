@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import select
 
 from matdx.store.access import Purpose, Requester, access_filter, allowed, discovery_view
+from matdx.store.discovery import discovered_record
 from matdx.store.models import Attempt, AuditEntry, Campaign, Job, JobState, Record, Workflow
 from matdx.store.queries import Failure, blocked_jobs, failures, find, leaf_results, state_counts
 from matdx.store.search import Page, RecordQuery, count_records, search_records
@@ -272,6 +273,9 @@ class Client:
         metadata only (:func:`~matdx.store.access.discovery_view`)."""
         kind, found = self.resolve(identifier)
         with self.store.transaction() as session:
+            hidden = discovered_record(session, found) if kind == "record" else None
+            if hidden is not None:  # PostgreSQL: row-level security hides its results
+                return {"kind": "record", **hidden}
             self._check_visible(session, kind, found, requester)
             if kind == "record":
                 row = session.get(Record, found)

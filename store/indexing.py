@@ -27,6 +27,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.orm import Mapper, ORMExecuteState, Session, sessionmaker
 
 from matdx.store.database import JSONText
+from matdx.store.discovery import row_security_active
 from matdx.store.models import Record, RecordElement, RecordProperty, RecordTag
 from matdx.store.records import CalculationRecord, RecordSchemaError, validate_document
 
@@ -157,16 +158,6 @@ def _copy_rows(connection: Connection, table: Table, rows: list[dict[str, Any]])
         cursor.close()
 
 
-def _row_security(connection: Connection) -> bool:
-    """Whether row-level security applies to this PostgreSQL connection's role (a person's
-    role, not the store's owner; migration 0006), cached on the pooled connection."""
-    known = connection.info.get("matdx.row_security")
-    if known is None:
-        known = bool(connection.exec_driver_sql("SELECT row_security_active('records')").scalar())
-        connection.info["matdx.row_security"] = known
-    return known
-
-
 def _write(session: Session, records: list[CalculationRecord], rows: list[dict[str, Any]]) -> None:
     """Write record rows and their index rows in the session's transaction."""
     tables = {Record.__table__: rows, **_index_rows(records)}
@@ -174,7 +165,7 @@ def _write(session: Session, records: list[CalculationRecord], rows: list[dict[s
     for table, table_rows in tables.items():
         if not table_rows:
             continue
-        if connection.dialect.name == "postgresql" and not _row_security(connection):
+        if connection.dialect.name == "postgresql" and not row_security_active(connection):
             _copy_rows(connection, table, table_rows)
         else:  # SQLite runs in process: a Core executemany is already cheap; PostgreSQL
             # refuses COPY into tables whose row-level security applies to the role

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, aliased
 
+from matdx.store.discovery import RECORD_DISCOVERY, row_security_active
 from matdx.store.models import Campaign, Job, JobEdge, JobState, Record, Workflow
 
 __all__ = [
@@ -53,7 +54,14 @@ def find(session: Session, identifier: str) -> tuple[str, str]:
         )
     # A prefix, not a pattern: % and _ (and the escape character) match only themselves.
     matches: list[tuple[str, str]] = []
-    for kind, column in (("campaign", Campaign.id), ("job", Job.id), ("record", Record.record_id)):
+    # On PostgreSQL with row-level security, records the role may only discover (a running
+    # embargo) are found too: record_discovery holds every record id the role may know of.
+    records = (
+        RECORD_DISCOVERY.c.record_id
+        if row_security_active(session.connection())
+        else Record.record_id
+    )
+    for kind, column in (("campaign", Campaign.id), ("job", Job.id), ("record", records)):
         matches += [
             (kind, found)
             for found in session.scalars(

@@ -23,10 +23,12 @@ from functools import reduce
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from sqlalchemy import ColumnElement, Select, and_, exists, func, or_, select
+from sqlalchemy import ARRAY, ColumnElement, Select, Text, and_, cast, exists, func, or_, select
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session, aliased
 
 from matdx.store.access import Purpose, Requester, access_filter, discovery_view
+from matdx.store.discovery import RECORD_DISCOVERY, discovery_document, row_security_active
 from matdx.store.fieldpath import field_path
 from matdx.store.models import Record, RecordElement, RecordProperty, RecordTag
 from matdx.store.records import upgrade_document
@@ -39,6 +41,7 @@ __all__ = [
     "RecordQuery",
     "count_records",
     "count_statement",
+    "discovery_statement",
     "page_statement",
     "parse_range",
     "query_conditions",
@@ -380,6 +383,58 @@ def count_statement(
                      Purpose.READ, now)
 
 
+# The summary columns record_discovery has.
+DISCOVERED_COLUMNS = ("record_id", "chemical_formula_reduced", "elements", "calculation", "owner",
+                      "access", "created_at", "embargo_until")  # fmt: skip
+# Criteria an outsider may match an embargoed record on (its discovery metadata).
+_DISCOVERY_CRITERIA = frozenset(
+    {"elements", "any_elements", "only_elements", "formula", "calculation", "access", "owner",
+     "limit", "after"}
+)  # fmt: skip
+
+
+def discovery_statement(query: RecordQuery, *, count: bool = False) -> Select | None:
+    """On PostgreSQL with row-level security: the SELECT of the embargoed records the role may
+    discover but whose ``records`` rows it may not read (:mod:`matdx.store.discovery`), or
+    None when the query asks for more than discovery metadata (results, structure size,
+    method details, tags, campaigns, status) or excludes the embargoed level."""
+    asked = {name for name in query.model_fields_set if getattr(query, name)}
+    if asked - _DISCOVERY_CRITERIA or (query.access and "embargoed" not in query.access):
+        return None
+    view = RECORD_DISCOVERY.c
+    members = func.string_to_array(func.btrim(view.elements, ","), ",")
+    conditions = [
+        view.embargoed.is_(True),
+        ~exists().where(Record.record_id == view.record_id),  # not readable in full
+    ]
+    for values, operator in (
+        (query.elements, "@>"), (query.any_elements, "&&"), (query.only_elements, "<@")
+    ):  # fmt: skip
+        if values:
+            conditions.append(members.op(operator)(cast(postgresql.array(values), ARRAY(Text))))
+    if query.formula is not None:
+        conditions.append(view.chemical_formula_reduced == query.formula)
+    if query.calculation:
+        conditions.append(view.calculation.in_(query.calculation))
+    if query.owner is not None:
+        conditions.append(view.owner == query.owner)
+    if count:
+        return select(func.count()).select_from(RECORD_DISCOVERY).where(*conditions)
+    if query.after is not None:
+        conditions.append(view.record_id > query.after)
+    return (
+        select(RECORD_DISCOVERY).where(*conditions).order_by(view.record_id).limit(query.limit + 1)
+    )
+
+
+def _discovered(session: Session, query: RecordQuery) -> list[Any]:
+    """The rows of :func:`discovery_statement` when row-level security applies, else none."""
+    if not row_security_active(session.connection()):
+        return []
+    statement = discovery_statement(query)
+    return [] if statement is None else list(session.execute(statement))
+
+
 def search_records(
     session: Session,
     query: RecordQuery,
@@ -409,17 +464,25 @@ def search_records(
         ``created_at`` and ``properties`` (name → value); or, with ``documents``, the documents.
     """
     statement = page_statement(query, requester, documents=documents, now=now)
-    rows = session.execute(statement).all()
-    more = len(rows) > query.limit
-    rows = rows[: query.limit]
-    page = Page(next_after=rows[-1].record_id if more else None)
+    merged = sorted(
+        [(row.record_id, row, False) for row in session.execute(statement)]
+        + [(row.record_id, row, True) for row in _discovered(session, query)],
+        key=lambda entry: entry[0],
+    )
+    more = len(merged) > query.limit
+    merged = merged[: query.limit]
+    page = Page(next_after=merged[-1][0] if more else None)
+    rows = [row for _, row, hidden in merged if not hidden]
     if documents:
-        page.items = [
-            upgrade_document(row.document)
-            if row.results_visible
-            else discovery_view(row.document, row.dated)
-            for row in rows
-        ]
+        for _, row, hidden in merged:
+            if hidden:  # discovery metadata from record_discovery
+                page.items.append(discovery_view(*discovery_document(row)))
+                continue
+            page.items.append(
+                upgrade_document(row.document)
+                if row.results_visible
+                else discovery_view(row.document, row.dated)
+            )
         return page
     names = sorted({*show, *query.properties})
     values: dict[str, dict[str, float]] = {}
@@ -433,13 +496,18 @@ def search_records(
             )
         ):
             values.setdefault(record_id, {})[name] = value
-    for row in rows:
-        item = dict(row._mapping)
-        del item["dated"]
+    for record_id, row, hidden in merged:
+        if hidden:  # discovery metadata from record_discovery
+            item = {column.key: None for column in SUMMARY_COLUMNS}
+            item.update({name: getattr(row, name) for name in DISCOVERED_COLUMNS})
+            item["results_visible"] = False
+        else:
+            item = dict(row._mapping)
+            del item["dated"]
         visible = item.pop("results_visible")
         item["formula"] = item.pop("chemical_formula_reduced")
         item["elements"] = [e for e in (item["elements"] or "").split(",") if e]
-        item["properties"] = values.get(row.record_id, {})
+        item["properties"] = values.get(record_id, {})
         if not visible:  # a running embargo: discovery metadata only
             item = {k: (v if k in DISCOVERY_SUMMARY else None) for k, v in item.items()}
             item["properties"] = {}
@@ -450,5 +518,10 @@ def search_records(
 def count_records(
     session: Session, query: RecordQuery, requester: Requester, *, now: datetime | None = None
 ) -> int:
-    """How many records ``requester`` may read match ``query`` (ignoring pagination)."""
-    return session.scalar(count_statement(query, requester, now=now)) or 0
+    """How many records ``requester`` may read match ``query`` (ignoring pagination),
+    embargoed ones it may only discover included."""
+    total = session.scalar(count_statement(query, requester, now=now)) or 0
+    if row_security_active(session.connection()):
+        hidden = discovery_statement(query, count=True)
+        total += 0 if hidden is None else session.scalar(hidden) or 0
+    return total

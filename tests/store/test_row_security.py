@@ -48,6 +48,7 @@ ROLES = ("alice", "carol", "bob", "reader", "dbadmin")
 ALL = set(LEVELS)
 INSIDE_A = ALL - {"private"}  # what carol, alice's project colleague, reads
 OUT = {"public"}
+DISCOVER = OUT | {"embargoed"}  # discovery metadata only
 EXPORTABLE = ALL - {"controlled"}  # export control: nothing leaves, whoever asks
 
 
@@ -206,6 +207,7 @@ def _exported_ids(target: Path, fmt: str) -> set[str]:
 
 def _api_cells(shared: Shared, role: str, tmp_path: Path) -> dict[str, set[str]]:
     client = shared.client(role)
+    owner = Store(shared.home, shared.owner_url)  # to see the jobs' states
     try:
         who = client.identity(admin=role == "dbadmin")
         forged = Requester("alice", frozenset({"A", "B"}), admin=True)  # claims everything
@@ -233,16 +235,30 @@ def _api_cells(shared: Shared, role: str, tmp_path: Path) -> dict[str, set[str]]
                 client.cancel([campaign_id], requester=who)
             except (PermissionError, LookupError, psycopg.Error):
                 continue
-            with Store(shared.home, shared.owner_url).transaction() as session:
+            with owner.transaction() as session:
                 states = set(
                     session.scalars(select(Job.state).where(Job.campaign_id == campaign_id))
                 )
             if states == {JobState.CANCELLED}:
                 cancelled.add(level)
         cells["M"] = cancelled
+        rerun = set()
+        for level, campaign_id in shared.campaigns[role].items():
+            try:
+                client.rerun([campaign_id], requester=who)
+            except (PermissionError, LookupError, psycopg.Error):
+                continue
+            with owner.transaction() as session:
+                states = set(
+                    session.scalars(select(Job.state).where(Job.campaign_id == campaign_id))
+                )
+            if states == {JobState.WAITING}:  # the cancelled job is back in line
+                rerun.add(level)
+        cells["R"] = rerun
         return cells
     finally:
         client.store.dispose()
+        owner.dispose()
 
 
 def _cli_cells(shared: Shared, role: str) -> dict[str, set[str]]:
@@ -270,9 +286,10 @@ EXPECTED = {
     "L": {"alice": ALL, "carol": INSIDE_A, "bob": OUT, "reader": OUT, "dbadmin": ALL},
     # the CLI and the Python API as the role; F: a requester claiming alice, her project and
     # the administrator right, through the role's connection
-    "C": {"alice": ALL, "carol": INSIDE_A, "bob": OUT, "reader": OUT, "dbadmin": ALL},
-    "P": {"alice": ALL, "carol": INSIDE_A, "bob": OUT, "reader": OUT, "dbadmin": ALL},
-    "F": {"alice": ALL, "carol": INSIDE_A, "bob": OUT, "reader": OUT, "dbadmin": ALL},
+    # (outsiders list the embargoed record with its discovery metadata, from record_discovery)
+    "C": {"alice": ALL, "carol": INSIDE_A, "bob": DISCOVER, "reader": DISCOVER, "dbadmin": ALL},
+    "P": {"alice": ALL, "carol": INSIDE_A, "bob": DISCOVER, "reader": DISCOVER, "dbadmin": ALL},
+    "F": {"alice": ALL, "carol": INSIDE_A, "bob": DISCOVER, "reader": DISCOVER, "dbadmin": ALL},
     # exports (OPTIMADE JSON Lines; archive with artifacts), artifact fetch, cancel
     "E": {
         "alice": EXPORTABLE,
@@ -291,11 +308,12 @@ EXPECTED = {
     "X": {"alice": ALL, "carol": INSIDE_A, "bob": OUT, "reader": OUT, "dbadmin": ALL},
     # (the public campaign belongs to no project: carol may not manage it)
     "M": {"alice": ALL, "carol": INSIDE_A - OUT, "bob": set(), "reader": set(), "dbadmin": ALL},
+    "R": {"alice": ALL, "carol": INSIDE_A - OUT, "bob": set(), "reader": set(), "dbadmin": ALL},
 }
 LEGEND = (
     "S raw SQL records, D record_discovery view, V record_properties, L record_artifacts, "
     "C CLI query, P Python query, F Python query with a forged requester, E OPTIMADE export, "
-    "A archive, X artifact fetch, M cancel"
+    "A archive, X artifact fetch, M cancel, R rerun (of the cancelled jobs)"
 )
 
 
@@ -482,6 +500,83 @@ def test_index_rows_follow_their_records_governance(shared):
             connection.execute(forged, (private,))
     assert raw(shared.owner_url, f"SELECT count(*) FROM record_elements WHERE element = 'Zn'"
                f" AND record_id = '{private}'")[0][0] == 0  # fmt: skip
+
+
+DISCOVERY = {"formula": "Cu", "elements": ["Cu"], "calculation": "static", "owner": "alice"}
+
+
+@pytest.mark.slow
+def test_outsiders_discover_an_embargoed_record_but_never_its_results(shared):
+    """Through the CLI, bob and the anonymous reader list alice's embargoed record with its
+    discovery metadata (formula, elements, calculation, owner, date, embargo end) from
+    record_discovery; its results stay hidden, in the listing, in show and in results."""
+    embargoed = shared.records["embargoed"]
+    campaign = shared.campaigns["bob"]["embargoed"]  # alice's embargoed campaign
+    for role in ("bob", "reader"):
+        env = {"MATDX_STORE": shared.url(role), "MATDX_HOME": str(shared.home), "MATDX_USER": ""}
+        done = matdx_cli("query", "--format", "json", "--elements", "Cu", env=env)
+        assert done.returncode == 0, done.stderr
+        listed = {item["record_id"]: item for item in json.loads(done.stdout)["records"]}
+        assert {shared.records[level] for level in ("public", "embargoed")} <= set(listed)
+        hidden = {shared.records[level] for level in ("private", "group", "controlled")}
+        assert not hidden & set(listed), role
+        item = listed[embargoed]
+        assert {k: item[k] for k in DISCOVERY} == DISCOVERY
+        assert item["created_at"] and item["embargo_until"].startswith(str(LATER.date()))
+        assert item["energy_per_atom"] is None and item["properties"] == {}
+        assert item["code"] is None and item["campaign_id"] is None
+        assert listed[shared.records["public"]]["energy_per_atom"] is not None
+        shown = matdx_cli("show", "--json", embargoed[:12], env=env)
+        assert shown.returncode == 0, shown.stderr
+        document = json.loads(shown.stdout)
+        assert document["embargoed"] is True and document["created_at"]
+        assert document["system"]["chemical_formula_reduced"] == "Cu"
+        assert document["method"] == {"calculation": "static"}
+        assert document["governance"]["owner"] == "alice"
+        assert "results" not in document and "artifacts" not in document
+        assert str(-3.0 - 2) not in shown.stdout  # its energy
+        refused = matdx_cli("results", campaign, env=env)
+        assert refused.returncode != 0 and "not visible" in refused.stderr
+        # the count agrees with the listing; a result range never matches it
+        client = shared.client(role)
+        try:
+            assert client.count(elements=["Cu"]) == len(listed)
+            ranged = {i["record_id"] for i in client.query(properties={"energy": {"max": 0}}).items}
+            assert shared.records["public"] in ranged and embargoed not in ranged
+        finally:
+            client.store.dispose()
+    client = shared.client("alice")  # its owner reads it in full, through records
+    try:
+        assert client.show(embargoed[:12])["results"]["energy"] == -3.0 - 2
+    finally:
+        client.store.dispose()
+
+
+def test_job_state_changes_are_logged_with_the_authenticated_role(shared):
+    """Cancel and rerun (and any tick) change job states; the database logs each change with
+    the role that made it (migration 0007), readable by the campaign's writers only."""
+    alice = Store(shared.home, shared.url("alice"))
+    with alice.transaction() as session:
+        campaign_id = _campaign(session, "alice", "group")
+    alice.dispose()
+    client = shared.client("carol")  # alice's project colleague manages the campaign
+    try:
+        assert client.cancel([campaign_id]) == 1
+        assert client.rerun([campaign_id]) == 1
+    finally:
+        client.store.dispose()
+    jobs_of = f"SELECT id FROM jobs WHERE campaign_id = '{campaign_id}'"
+    [(job_id,)] = raw(shared.owner_url, jobs_of)
+    query = (
+        "SELECT db_role, before->>'state', after->>'state', after->>'campaign_id' FROM write_log"
+        f" WHERE table_name = 'jobs' AND row_id = '{job_id}' ORDER BY id"
+    )
+    logged = raw(shared.owner_url, query)
+    assert [row[:2] for row in logged] == [("carol", "READY"), ("carol", "CANCELLED")]
+    assert logged[0][2] == "CANCELLED" and logged[1][2] != "CANCELLED"
+    assert {row[3] for row in logged} == {campaign_id}
+    assert raw(shared.url("alice"), query) == logged  # the campaign's owner reads them
+    assert raw(shared.url("bob"), query) == []
 
 
 def test_roles_are_managed_on_postgresql_only(tmp_path, shared):

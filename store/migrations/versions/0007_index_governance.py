@@ -11,6 +11,10 @@ row (which made a user role's element, tag and property queries up to 27 times s
 table owner's). Their insert policies check that the copies equal the record's governance, so
 nobody can publish an index row of a private record by writing ``public`` into it.
 
+Also (PostgreSQL): every change of a job's state (a tick, a cancel, a rerun) is written to
+``write_log`` with the authenticated role, by a statement trigger on ``jobs``; whoever may write
+a job's campaign reads those entries.
+
 Revision ID: 0007
 Revises: 0006
 Create Date: 2026-12-08 00:15:00
@@ -107,6 +111,30 @@ BEGIN
 )
 
 
+JOB_STATES = """
+CREATE OR REPLACE FUNCTION matdx_log_job_states() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+BEGIN
+    INSERT INTO write_log (at, db_role, operation, table_name, row_id, before, after)
+    SELECT now(), session_user, 'UPDATE', 'jobs', n.id, jsonb_build_object('state', o.state),
+           jsonb_build_object('state', n.state, 'campaign_id', n.campaign_id)
+    FROM new_rows n JOIN old_rows o ON o.id = n.id
+    WHERE o.state IS DISTINCT FROM n.state;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER matdx_log_job_states AFTER UPDATE ON jobs
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION matdx_log_job_states();
+"""
+WRITE_LOG_READ_0006 = (
+    "db_role = current_user::text OR (SELECT matdx_is_admin())"
+    " OR (table_name = 'records' AND matdx_record_writable(row_id))"
+    " OR (table_name = 'campaigns' AND matdx_campaign_writable(row_id))"
+)
+WRITE_LOG_READ = WRITE_LOG_READ_0006 + " OR (table_name = 'jobs' AND matdx_job_writable(row_id))"
+
+
 def _backfill() -> None:
     for table in TABLES:
         assignments = ", ".join(
@@ -127,6 +155,9 @@ def upgrade() -> None:
         return
     op.execute(POSTGRESQL_SYNC)
     op.execute(INDEX_MATCHES)
+    op.execute(JOB_STATES)
+    op.execute("DROP POLICY matdx_read ON write_log")
+    op.execute(f"CREATE POLICY matdx_read ON write_log FOR SELECT USING ({WRITE_LOG_READ})")
     for table in TABLES:
         op.execute(f"DROP POLICY matdx_read ON {table}")
         op.execute(f"DROP POLICY matdx_insert ON {table}")
@@ -159,6 +190,12 @@ def downgrade() -> None:
             "DROP FUNCTION matdx_record_index_matches(text, text, text, text, timestamptz,"
             " boolean)"
         )
+        op.execute("DROP POLICY matdx_read ON write_log")
+        op.execute(
+            f"CREATE POLICY matdx_read ON write_log FOR SELECT USING ({WRITE_LOG_READ_0006})"
+        )
+        op.execute("DROP TRIGGER matdx_log_job_states ON jobs")
+        op.execute("DROP FUNCTION matdx_log_job_states()")
         op.execute("DROP TRIGGER matdx_sync_index_governance ON records")
         op.execute("DROP FUNCTION matdx_sync_index_governance()")
     else:
