@@ -550,7 +550,6 @@ def first_calls() -> dict[str, list[float]]:
     calls["static_structure_factor"] = lambda: k.static_structure_factor(pos, cell, 2.0, 5)
     calls["bond_angle_distribution"] = lambda: k.bond_angle_distribution(pos, 3.0, cell)
     calls["smeared_dos (gaussian)"] = lambda: k.smeared_dos(eig, np.linspace(0, 1, 9))
-    calls["band_gap"] = lambda: k.band_gap(eig, fermi_level=0.5)
     for name, fn in calls.items():
         out[name] = []
         for _ in range(2):

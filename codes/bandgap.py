@@ -40,13 +40,15 @@ class NoGap(ValueError):
 
 
 def _as_eigenvalues(eigenvalues: np.ndarray) -> np.ndarray:
+    """``eigenvalues`` as a float array of shape (n_spins, n_kpoints, n_bands) without NaN."""
     eig = np.asarray(eigenvalues, dtype=np.float64)
-    if eig.ndim != 3 or 0 in eig.shape:
-        raise ValueError(
-            f"eigenvalues must have shape (n_spins, n_kpoints, n_bands), got {eig.shape}"
-        )
-    if not np.all(np.isfinite(eig)):
-        raise ValueError("eigenvalues contain NaN or infinite values")
+    problem = (
+        f"eigenvalues must have shape (n_spins, n_kpoints, n_bands), got {eig.shape}"
+        if eig.ndim != 3 or 0 in eig.shape
+        else None if np.isfinite(eig).all() else "eigenvalues contain NaN or infinite values"
+    )
+    if problem is not None:
+        raise ValueError(problem)
     return eig
 
 

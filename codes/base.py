@@ -208,11 +208,19 @@ class Template(ABC):
         """Monitors of one run, asked about once a second while it runs (compute side).
 
         The default watches :meth:`output_files` for a frozen run (``stall_s`` seconds without
-        a change; None: the template's :attr:`stall_s`). Programs add their own: a clean stop
-        before ``timeout_s``, a diverging SCF.
+        a change; None: the template's :attr:`stall_s`) and adds the program's clean stop
+        before ``timeout_s`` (:meth:`clean_stop`). Programs may add more (a diverging SCF).
         """
         stall = self.stall_s if stall_s is None else stall_s
-        return [FrozenOutput(self.output_files(), stall)] if stall else []
+        monitors: list[Monitor] = [FrozenOutput(self.output_files(), stall)] if stall else []
+        stop = None if timeout_s is None else self.clean_stop(directory, timeout_s)
+        return monitors if stop is None else [*monitors, stop]
+
+    def clean_stop(self, directory: Path, timeout_s: float) -> Monitor | None:
+        """The monitor that asks the program to stop by itself before the time limit
+        ``timeout_s`` (s) runs out (a stop file it polls), or None: the run is killed at the
+        limit. The default: None."""
+        return None
 
 
 def _select(

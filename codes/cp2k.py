@@ -317,25 +317,16 @@ class Cp2kTemplate(Template):
             Cp2kInterrupted(),
         )
 
-    def monitors(
-        self,
-        directory: Path,
-        parameters: Mapping[str, Any],
-        timeout_s: float | None,
-        stall_s: float | None,
-    ) -> list[Monitor]:
-        """The frozen-output monitor and, with a time limit of 60 s or more, ``cp2k.EXIT``
-        written 10 % of it (30 s to 10 min) before it ends: CP2K then stops its SCF and
-        geometry loops, writes ``cp2k-RESTART.wfn`` and ends by itself, and
-        :class:`Cp2kInterrupted` continues from there.
-
-        At least 30 s: CP2K 2023.1 noticed the file 17-19 s after it appeared in our runs
-        (it does not look for it at every SCF step)."""
-        monitors = super().monitors(directory, parameters, timeout_s, stall_s)
-        if timeout_s is not None and timeout_s >= 60.0:
-            margin = max(clean_stop_margin(timeout_s), CP2K_STOP_LATENCY_S)
-            monitors.append(StopFileBeforeLimit(timeout_s, margin, STOP_FILE))
-        return monitors
+    def clean_stop(self, directory: Path, timeout_s: float) -> Monitor | None:
+        """With a time limit of 60 s or more, ``cp2k.EXIT`` written 10 % of it (30 s to
+        10 min) before it ends: CP2K then stops its SCF and geometry loops, writes
+        ``cp2k-RESTART.wfn`` and ends by itself, and :class:`Cp2kInterrupted` continues from
+        there. At least 30 s: CP2K 2023.1 noticed the file 17-19 s after it appeared in our
+        runs (it does not look for it at every SCF step)."""
+        if timeout_s < 60.0:
+            return None
+        margin = max(clean_stop_margin(timeout_s), CP2K_STOP_LATENCY_S)
+        return StopFileBeforeLimit(timeout_s, margin, STOP_FILE)
 
     def arguments(self) -> list[str]:
         return ["-i", INPUT]

@@ -468,20 +468,21 @@ class EspressoTemplate(Template):
         timeout_s: float | None,
         stall_s: float | None,
     ) -> list[Monitor]:
-        """The frozen-output monitor, :class:`~matdx.codes.espresso_handlers.ScfDiverging`
-        and, with a time limit of 10 s or more, ``PREFIX.EXIT`` written 10 % of it (3 s to
-        10 min) before it ends: pw.x then saves its restart files and stops by itself. Shorter
-        limits leave no time for that; the run is killed at the limit."""
+        """The template's monitors (frozen output, :meth:`clean_stop`) and
+        :class:`~matdx.codes.espresso_handlers.ScfDiverging`."""
         from matdx.codes.espresso_handlers import ScfDiverging
 
-        monitors = [*super().monitors(directory, parameters, timeout_s, stall_s), ScfDiverging()]
-        if timeout_s is not None and timeout_s >= 10.0:
-            written = (read_parameters_record(directory) or {}).get("parameters") or {}
-            prefix = (written.get("control") or {}).get("prefix", "pwscf")
-            monitors.append(
-                StopFileBeforeLimit(timeout_s, clean_stop_margin(timeout_s), f"{prefix}.EXIT")
-            )
-        return monitors
+        return [*super().monitors(directory, parameters, timeout_s, stall_s), ScfDiverging()]
+
+    def clean_stop(self, directory: Path, timeout_s: float) -> Monitor | None:
+        """With a time limit of 10 s or more, ``PREFIX.EXIT`` written 10 % of it (3 s to
+        10 min) before it ends: pw.x then saves its restart files and stops by itself. Shorter
+        limits leave no time for that; the run is killed at the limit."""
+        if timeout_s < 10.0:
+            return None
+        written = (read_parameters_record(directory) or {}).get("parameters") or {}
+        prefix = (written.get("control") or {}).get("prefix", "pwscf")
+        return StopFileBeforeLimit(timeout_s, clean_stop_margin(timeout_s), f"{prefix}.EXIT")
 
     def arguments(self) -> list[str]:
         return ["-in", INPUT]

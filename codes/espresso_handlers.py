@@ -154,7 +154,26 @@ def _relaxing(directory: Path) -> bool:
 _FROM_SCRATCH: dict[str, Any] = {"control": {"restart_mode": None}, "parent_directory": None}
 
 
-class _PatternHandler(ErrorHandler):
+class _EspressoHandler(ErrorHandler):
+    """A pw.x handler whose corrections name one error of aiida-quantumespresso's catalogue
+    (:attr:`error`)."""
+
+    error: ClassVar[str] = ""
+
+    def fix(self, *, description: str, parameter_updates: Mapping[str, Any] | None = None,
+            restart_structure: Atoms | None = None) -> Correction:
+        """This handler's :class:`Correction`: the remedy ``description``, the parameter
+        updates and the structure to restart from, recorded with :attr:`error`."""
+        return Correction(
+            handler=self.name,
+            description=description,
+            parameter_updates=dict(parameter_updates or {}),
+            restart_structure=restart_structure,
+            errors=(self.error,) if self.error else (),
+        )
+
+
+class _PatternHandler(_EspressoHandler):
     """A handler that recognises a regular expression in ``pw.out``."""
 
     pattern: ClassVar[re.Pattern[str]]
@@ -242,6 +261,7 @@ class EspressoSCF(_PatternHandler):
     """
 
     name = "scf_unconverged"
+    error = "electronic_convergence_not_reached"
     kind: ClassVar[Kind] = "numerical"
     error_class = SCFError
     default_max_corrections = 3
@@ -287,14 +307,12 @@ class EspressoSCF(_PatternHandler):
             if diverged
             else f"SCF not converged in {steps} steps"
         )
-        return Correction(
-            handler=self.name,
+        return self.fix(
             description=f"{cause}: {what}, "
             f"electron_maxstep {updates['electron_maxstep']}"
             + (", from the last structure" if structure is not None else ""),
             parameter_updates={"electrons": updates},
             restart_structure=structure,
-            errors=("electronic_convergence_not_reached",),
         )
 
 
@@ -306,6 +324,7 @@ class EspressoIonic(_PatternHandler):
     """
 
     name = "ionic_unconverged"
+    error = "ionic_cycle_exceeded_nstep"
     kind: ClassVar[Kind] = "numerical"
     default_max_corrections = 3
     pattern = re.compile(r"The maximum number of steps has been reached")
@@ -317,13 +336,11 @@ class EspressoIonic(_PatternHandler):
         if structure is None:
             raise NoCorrection("the relaxation printed no structure to restart from")
         steps = int(_current(parameters, "control", "nstep", 50))
-        return Correction(
-            handler=self.name,
+        return self.fix(
             description=f"relaxation not converged in {steps} ionic steps: restart from the "
             f"last structure with nstep {2 * steps}",
             parameter_updates={"control": {"nstep": 2 * steps}},
             restart_structure=structure,
-            errors=("ionic_cycle_exceeded_nstep",),
         )
 
 
@@ -342,6 +359,7 @@ class EspressoBFGSHistory(_PatternHandler):
     """
 
     name = "bfgs_history"
+    error = "ionic_cycle_bfgs_history_failure"
     kind: ClassVar[Kind] = "numerical"
     default_max_corrections = 3
     pattern = re.compile(r"history already reset at previous step: stopping")
@@ -375,12 +393,10 @@ class EspressoBFGSHistory(_PatternHandler):
         else:
             updates = {"ions": {"ion_dynamics": "damp"}}
             what = "damped dynamics (ion_dynamics='damp')"
-        return Correction(
-            handler=self.name,
+        return self.fix(
             description=f"BFGS history failure: restart from the last structure with {what}",
             parameter_updates={**updates, **_FROM_SCRATCH},
             restart_structure=structure,
-            errors=("ionic_cycle_bfgs_history_failure",),
         )
 
 
@@ -462,6 +478,7 @@ class EspressoRadialFFT(_PatternHandler):
     """
 
     name = "radial_fft"
+    error = "radial_fft_significant_volume_contraction"
     kind: ClassVar[Kind] = "input"
     default_max_corrections = 2
     pattern = re.compile(r"Not enough space allocated for radial FFT")
@@ -473,13 +490,11 @@ class EspressoRadialFFT(_PatternHandler):
         if structure is None:
             raise NoCorrection("no structure printed to restart the vc-relax from")
         factor = float(_current(parameters, "cell", "cell_factor", 2.0))
-        return Correction(
-            handler=self.name,
+        return self.fix(
             description=f"volume changed beyond cell_factor {factor:g}: restart from the last "
             f"structure with cell_factor {2 * factor:g}",
             parameter_updates={"cell": {"cell_factor": 2 * factor}, **_FROM_SCRATCH},
             restart_structure=structure,
-            errors=("radial_fft_significant_volume_contraction",),
         )
 
 
@@ -492,6 +507,7 @@ class EspressoSymmetry(_PatternHandler):
     """
 
     name = "symmetry"
+    error = "symmetry_operation"
     kind: ClassVar[Kind] = "input"
     default_max_corrections = 1
     pattern = re.compile(
@@ -504,13 +520,11 @@ class EspressoSymmetry(_PatternHandler):
         if _current(parameters, "system", "nosym", False) is True:
             raise NoCorrection("symmetry error with nosym already set")
         structure = _last_structure(directory, atoms) if _relaxing(directory) else None
-        return Correction(
-            handler=self.name,
+        return self.fix(
             description=f"{self.found(directory)}: turn symmetry off (nosym)"
             + (" and restart from the last structure" if structure is not None else ""),
             parameter_updates={"system": {"nosym": True}, **_FROM_SCRATCH},
             restart_structure=structure,
-            errors=("symmetry_operation",),
         )
 
 
@@ -541,6 +555,7 @@ class EspressoBands(_PatternHandler):
     """
 
     name = "too_few_bands"
+    error = "too_few_bands"
     kind: ClassVar[Kind] = "input"
     default_max_corrections = 2
     pattern = re.compile(r"too few bands|too many bands are required|cannot bracket Ef")
@@ -550,11 +565,9 @@ class EspressoBands(_PatternHandler):
     ) -> Correction:
         electrons, used = _band_count(parameters, Path(directory))
         bands = max(math.ceil(1.3 * used), default_band_count(electrons))
-        return Correction(
-            handler=self.name,
+        return self.fix(
             description=f"too few bands ({used} for {electrons:g} electrons): nbnd {bands}",
             parameter_updates={"system": {"nbnd": bands}},
-            errors=("too_few_bands",),
         )
 
 
@@ -570,6 +583,7 @@ class EspressoSmearing(_PatternHandler):
     """
 
     name = "smearing_needed"
+    error = "charge_is_wrong_smearing_needed"
     kind: ClassVar[Kind] = "input"
     default_max_corrections = 1
     pattern = re.compile(r"smearing is needed")
@@ -577,12 +591,10 @@ class EspressoSmearing(_PatternHandler):
     def correct(
         self, directory: Path, parameters: Mapping[str, Any], atoms: Atoms
     ) -> Correction:
-        return Correction(
-            handler=self.name,
+        return self.fix(
             description="fixed occupations on a metal (charge is wrong): Marzari-Vanderbilt "
             "smearing with degauss 0.01 Ry",
             parameter_updates={"system": dict(_SMEARING)},
-            errors=("charge_is_wrong_smearing_needed",),
         )
 
 
@@ -596,6 +608,7 @@ class EspressoChargeWrong(_PatternHandler):
     """
 
     name = "charge_wrong"
+    error = "charge_is_wrong"
     kind: ClassVar[Kind] = "numerical"
     default_max_corrections = 2
     pattern = re.compile(r"charge is wrong(?!: smearing is needed)")
@@ -609,13 +622,11 @@ class EspressoChargeWrong(_PatternHandler):
         ecutrho = _resolved(directory, parameters, "system", "ecutrho") or 4 * float(ecutwfc)
         new = max(1.5 * float(ecutrho), 8 * float(ecutwfc))
         structure = _last_structure(directory, atoms) if _relaxing(directory) else None
-        return Correction(
-            handler=self.name,
+        return self.fix(
             description=f"integrated charge is wrong with ecutrho {float(ecutrho):g} Ry: "
             f"ecutrho {new:g} Ry",
             parameter_updates={"system": {"ecutrho": new}, **_FROM_SCRATCH},
             restart_structure=structure,
-            errors=("charge_is_wrong",),
         )
 
 
@@ -691,7 +702,7 @@ def _overlap(out: PwOutput, occupied: int) -> float | None:
     return float(values[..., occupied].min() - values[..., occupied - 1].max())
 
 
-class EspressoFixedOccupationsMetal(ErrorHandler):
+class EspressoFixedOccupationsMetal(_EspressoHandler):
     """A finished run with fixed occupations whose bands overlap: the lowest empty band lies
     below the highest filled one somewhere in the Brillouin zone, so the system is a metal and
     filling the lowest N/2 bands at each k-point is wrong (pw.x only stops on its own when N
@@ -701,6 +712,7 @@ class EspressoFixedOccupationsMetal(ErrorHandler):
     """
 
     name = "fixed_occupations_metal"
+    error = "metal_with_fixed_occupations"
     kind: ClassVar[Kind] = "input"
     default_max_corrections = 1
     checks_finished_runs = True
@@ -722,16 +734,14 @@ class EspressoFixedOccupationsMetal(ErrorHandler):
     ) -> Correction:
         out = _output(directory)
         overlap = _overlap(out, round((out.n_electrons or 0) / 2))
-        return Correction(
-            handler=self.name,
+        return self.fix(
             description=f"fixed occupations but the bands overlap by {-(overlap or 0):.3f} eV "
             "(a metal): Marzari-Vanderbilt smearing with degauss 0.01 Ry",
             parameter_updates={"system": {**_SMEARING, "nbnd": None}},
-            errors=("metal_with_fixed_occupations",),
         )
 
 
-class EspressoHighestBandOccupied(ErrorHandler):
+class EspressoHighestBandOccupied(_EspressoHandler):
     """A finished run with smearing whose highest computed band holds electrons (occupation
     above :data:`HIGHEST_BAND_OCCUPATION` at some k-point): states that should be filled are
     missing, so the density and the Fermi level are wrong.
@@ -740,6 +750,7 @@ class EspressoHighestBandOccupied(ErrorHandler):
     """
 
     name = "highest_band_occupied"
+    error = "insufficient_bands"
     kind: ClassVar[Kind] = "input"
     default_max_corrections = 2
     checks_finished_runs = True
@@ -762,12 +773,10 @@ class EspressoHighestBandOccupied(ErrorHandler):
             raise NoCorrection("pw.out printed no occupations")
         used = int(np.asarray(out.occupations).shape[-1])
         bands = used + max(math.ceil(0.25 * used), 4)
-        return Correction(
-            handler=self.name,
+        return self.fix(
             description=f"the highest of {used} bands is occupied "
             f"({float(np.asarray(out.occupations)[..., -1].max()):.3f}): nbnd {bands}",
             parameter_updates={"system": {"nbnd": bands}},
-            errors=("insufficient_bands",),
         )
 
 
@@ -799,7 +808,7 @@ def _is_metal(out: PwOutput) -> bool:
     return gap is not None and gap == 0.0
 
 
-class EspressoMetalKpoints(ErrorHandler):
+class EspressoMetalKpoints(_EspressoHandler):
     """A finished run that found a metal (a band crosses the Fermi level) on a k-point grid
     coarser than :data:`METAL_KPOINT_DENSITY`: the Fermi surface is sampled too coarsely for
     energies, forces and stresses to be converged.
@@ -808,6 +817,7 @@ class EspressoMetalKpoints(ErrorHandler):
     """
 
     name = "kpoints_too_coarse_for_metal"
+    error = "kpoints_too_coarse_for_metal"
     kind: ClassVar[Kind] = "input"
     default_max_corrections = 1
     checks_finished_runs = True
@@ -825,16 +835,14 @@ class EspressoMetalKpoints(ErrorHandler):
         if shortfall is None:
             raise NoCorrection("the k-point grid already reaches the metallic spacing")
         grid, needed = shortfall
-        return Correction(
-            handler=self.name,
+        return self.fix(
             description=f"a metal on a {'x'.join(map(str, grid))} k-point grid: use "
             f"{'x'.join(map(str, needed))} ({METAL_KPOINT_DENSITY:g} points per Å⁻¹)",
             parameter_updates={"kpoints": {"grid": needed}},
-            errors=("kpoints_too_coarse_for_metal",),
         )
 
 
-class EspressoForcesUnconverged(ErrorHandler):
+class EspressoForcesUnconverged(_EspressoHandler):
     """A relaxation pw.x declared converged whose last forces exceed ``forc_conv_thr``
     (Ry/Bohr, pw.x default 1e-3): e.g. the final SCF of a vc-relax, done with the plane waves
     of the new cell, moved the minimum.
@@ -843,6 +851,7 @@ class EspressoForcesUnconverged(ErrorHandler):
     """
 
     name = "forces_unconverged"
+    error = "forces_not_converged"
     kind: ClassVar[Kind] = "numerical"
     default_max_corrections = 2
     checks_finished_runs = True
@@ -875,13 +884,11 @@ class EspressoForcesUnconverged(ErrorHandler):
         if excess is None or structure is None:
             raise NoCorrection("no force above the threshold or no structure to continue from")
         largest, threshold = excess
-        return Correction(
-            handler=self.name,
+        return self.fix(
             description=f"relaxation ended with a force component of {largest:.4f} eV/Å "
             f"(threshold {threshold:.4f}): continue from the last structure",
             parameter_updates=dict(_FROM_SCRATCH),
             restart_structure=structure,
-            errors=("forces_not_converged",),
         )
 
 

@@ -268,26 +268,17 @@ class VaspTemplate(Template):
             *custodian_validators(),
         )
 
-    def monitors(
-        self,
-        directory: Path,
-        parameters: Mapping[str, Any],
-        timeout_s: float | None,
-        stall_s: float | None,
-    ) -> list[Monitor]:
-        """The frozen-output monitor (6 h without a change of ``vasp.out``, as custodian's
-        ``FrozenJobErrorHandler``) and, with a time limit of 10 s or more, custodian's
-        walltime rule: a ``STOPCAR`` with ``LSTOP = .TRUE.`` once the time left is below the
-        larger of 10 % of the limit (3 s to 10 min) and three times the longest ionic step so
-        far (``LOOP+`` in OUTCAR). VASP then ends after its current ionic step and
-        :class:`VaspInterrupted` continues from CONTCAR and WAVECAR."""
-        monitors = super().monitors(directory, parameters, timeout_s, stall_s)
-        if timeout_s is not None and timeout_s >= 10.0:
-            monitors.append(StopFileBeforeLimit(
-                timeout_s, clean_stop_margin(timeout_s), STOPCAR, "LSTOP = .TRUE.\n",
-                step_s=IonicStepTimes(),
-            ))
-        return monitors
+    def clean_stop(self, directory: Path, timeout_s: float) -> Monitor | None:
+        """Custodian's walltime rule, with a time limit of 10 s or more: a ``STOPCAR`` with
+        ``LSTOP = .TRUE.`` once the time left is below the larger of 10 % of the limit (3 s to
+        10 min) and three times the longest ionic step so far (``LOOP+`` in OUTCAR). VASP then
+        ends after its current ionic step and :class:`VaspInterrupted` continues from CONTCAR
+        and WAVECAR. (The frozen-output monitor of every template watches ``vasp.out`` for
+        6 h, as custodian's ``FrozenJobErrorHandler``.)"""
+        if timeout_s < 10.0:
+            return None
+        return StopFileBeforeLimit(timeout_s, clean_stop_margin(timeout_s), STOPCAR,
+                                   "LSTOP = .TRUE.\n", step_s=IonicStepTimes())
 
     def write_input(
         self,

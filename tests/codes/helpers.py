@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from matdx.codes.base import Template
+from matdx.codes.espresso import DEFAULT_PSEUDO_DIR, EspressoTemplate
 from matdx.codes.execution import MPIRUN, Profile
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -33,6 +34,20 @@ MPI_ENVIRONMENT = {
 }
 
 
+# pw.x parameters of the Quantum ESPRESSO tests: cheap, not converged.
+PW_SI = {
+    "system": {"ecutwfc": 20.0},
+    "kpoints": {"density": 2.5},
+    "pseudopotentials": {"Si": "Si.pbe-rrkj.UPF"},
+}
+"""Silicon with fixed occupations (an insulator)."""
+PW_AL_SMEARING = {
+    "system": {"ecutwfc": 15.0, "occupations": "smearing", "smearing": "mv", "degauss": 0.02},
+    "kpoints": {"density": 3.0},
+}
+"""Aluminium with Marzari-Vanderbilt smearing (a metal)."""
+
+
 def require(program: str, data: str | Path | None = None) -> None:
     """Fail (never skip) when ``program`` or its data directory is missing."""
     package = PACKAGES[program]
@@ -45,6 +60,12 @@ def require(program: str, data: str | Path | None = None) -> None:
 def profile_for(template: Template, **kwargs: object) -> Profile:
     """The template's default profile with the MPI launcher and root-friendly OpenMPI."""
     return template.profile(mpi=MPIRUN, environment=MPI_ENVIRONMENT, **kwargs)
+
+
+def pw_template() -> EspressoTemplate:
+    """The pw.x template, after checking that pw.x and its pseudopotentials are installed."""
+    require("pw.x", DEFAULT_PSEUDO_DIR)
+    return EspressoTemplate()
 
 
 def handlers_firing(template: Template, directory: Path) -> set[str]:

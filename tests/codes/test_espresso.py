@@ -37,25 +37,17 @@ from matdx.codes.espresso import (
 from matdx.codes.espresso_handlers import EspressoDiagonalization
 from matdx.codes.execution import read_execution
 from matdx.codes.results import file_sha256
-from tests.codes.helpers import handlers_firing, profile_for, require
+from tests.codes.helpers import PW_AL_SMEARING as AL
+from tests.codes.helpers import PW_SI as SI
+from tests.codes.helpers import handlers_firing, profile_for, pw_template, require
 
 pytestmark = pytest.mark.programs
 
-SI = {
-    "system": {"ecutwfc": 20.0},
-    "kpoints": {"density": 2.5},
-    "pseudopotentials": {"Si": "Si.pbe-rrkj.UPF"},
-}
-AL = {
-    "system": {"ecutwfc": 15.0, "occupations": "smearing", "smearing": "mv", "degauss": 0.02},
-    "kpoints": {"density": 3.0},
-}
 
 
 @pytest.fixture(scope="module")
 def template() -> EspressoTemplate:
-    require("pw.x", DEFAULT_PSEUDO_DIR)
-    return EspressoTemplate()
+    return pw_template()
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from ase.build import bulk
 
 from matdx.codes.base import diagnose, read_parameters_record, run_calculation
 from matdx.codes.errors import CalculationFailed, NoCorrection
-from matdx.codes.espresso import DEFAULT_PSEUDO_DIR, EspressoTemplate, parse_pw_output
+from matdx.codes.espresso import EspressoTemplate, parse_pw_output
 from matdx.codes.espresso_handlers import (
     EspressoBFGSHistory,
     EspressoChargeWrong,
@@ -29,25 +29,17 @@ from matdx.codes.espresso_handlers import (
     EspressoSymmetry,
 )
 from matdx.codes.handlers import Correction
-from tests.codes.helpers import handlers_firing, profile_for, require
+from tests.codes.helpers import PW_AL_SMEARING as AL_SMEARING
+from tests.codes.helpers import PW_SI as SI
+from tests.codes.helpers import handlers_firing, profile_for, pw_template
 
 pytestmark = [pytest.mark.programs, pytest.mark.slow]
 
-SI = {
-    "system": {"ecutwfc": 20.0},
-    "kpoints": {"density": 2.5},
-    "pseudopotentials": {"Si": "Si.pbe-rrkj.UPF"},
-}
-AL_SMEARING = {
-    "system": {"ecutwfc": 15.0, "occupations": "smearing", "smearing": "mv", "degauss": 0.02},
-    "kpoints": {"density": 3.0},
-}
 
 
 @pytest.fixture(scope="module")
 def template() -> EspressoTemplate:
-    require("pw.x", DEFAULT_PSEUDO_DIR)
-    return EspressoTemplate()
+    return pw_template()
 
 
 @pytest.fixture(scope="module")
