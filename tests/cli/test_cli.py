@@ -110,7 +110,7 @@ def test_submit_run_status_results_show(home, tmp_path):
         ),
         (
             "name: x\nrecipe: static\nstructures: [{file: overlap.extxyz}]\n",
-            "studies[0].structures[0]: atoms 0 (Cu) and 1 (Cu) overlap",
+            "studies[0].structures[0].file: overlap.extxyz: atoms 0 (Cu) and 1 (Cu) overlap",
         ),
         (
             "name: x\nrecipe: md\nstructures: [{bulk: [Cu]}]\nsettings: {temperature_K: -300}\n",
