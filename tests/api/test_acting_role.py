@@ -90,3 +90,21 @@ def test_a_token_of_a_role_that_is_no_person_is_refused(http, store):
         answer = http.get("/records", headers={"Authorization": f"Bearer {issued.text}"})
         assert answer.status_code == 401, (name, answer.text)
         assert "not a person's role" in answer.json()["detail"]
+
+
+def test_matdx_users_service_is_idempotent(store):
+    from tests.conftest import matdx_cli
+
+    for _ in range(2):
+        made = matdx_cli("users", "service")
+        assert made.returncode == 0, made.stderr
+        assert f"connect `matdx serve` as {AUTHENTICATOR_ROLE}" in made.stdout
+    with store.engine.connect() as connection:
+        attributes = connection.execute(
+            text(
+                "SELECT rolcanlogin, rolinherit, rolbypassrls, rolsuper FROM pg_roles"
+                " WHERE rolname = :name"
+            ),
+            {"name": AUTHENTICATOR_ROLE},
+        ).one()
+    assert tuple(attributes) == (True, False, True, False)
