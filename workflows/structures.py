@@ -324,5 +324,7 @@ def build_structures(sources: list[Any], field: str, base: Path,
                 raise StructureError(f"{where}.file", f"{name}: {err.reason}") from err
             atoms.calc = None
             _keep_plain_info(atoms)
+            if read_from is not None:  # later errors about this structure name its file
+                label = f"{label} ({read_from})"
             structures.append((label, atoms))
     return structures
