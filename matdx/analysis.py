@@ -68,7 +68,7 @@ def _trajectory_jobs(store: Store, campaign_id: str) -> list[tuple[str, str, Any
 
 
 def plan_analysis(store: Store, campaign_id: str, campaign_name: str, kernels: Sequence[str],
-                  executor: dict[str, Any], *, equilibration_fraction: float = 0.2,
+                  executor: dict[str, Any], *, equilibration_fraction: float | None = None,
                   r_max: float = 6.0, bins: int = 150,
                   requester: Requester | None = None) -> AnalysisPlan:
     """One analysis job per trajectory of a campaign that has not been analysed yet.

@@ -34,6 +34,8 @@ def demo_tables(results: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]
             "T (K)": row["output"]["temperature_K"],
             # "D = … ± … cm²/s", or "no diffusion detected, D < … cm²/s" for a solid
             "diffusion": row["output"]["diffusion"],
+            # the frames before the run was steady are left out; lags fitted after them
+            "left out (fs)": f"{row['output'].get('equilibration_fs', 0.0):g}",
             "MSD fit (fs)": "–".join(f"{t:g}" for t in row["output"]["fit_window_fs"]),
             "g(r) peak (Å)": row["output"]["first_peak_A"],
         }

@@ -13,7 +13,12 @@ the quantities its ``kernels`` name:
 ``angles`` bond-angle distribution within the first coordination shell
 =========  ================================================================================
 
-The first ``equilibration_fraction`` of the frames is left out. Units: Å, fs, THz, Å⁻¹, degrees.
+Frames before equilibrium are left out: by default from the first frame at which the
+trajectory's potential energy and temperature are steady (:mod:`matdx.kernels.equilibration`:
+the start that keeps the most independent samples, taken for each observable, the later one
+wins), or a fixed leading ``equilibration_fraction``. The part kept is checked for drift: a
+potential energy or temperature whose halves differ by more than 3 standard errors is reported
+in ``warnings``. Units: Å, fs, THz, Å⁻¹, degrees.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from matdx.codes.trajectory import TrajectoryReader
 from matdx.kernels.angles import bond_angle_distribution
 from matdx.kernels.cells import max_cutoff
 from matdx.kernels.diffusion import estimate_diffusion
+from matdx.kernels.equilibration import drift, equilibration_start
 from matdx.kernels.msd import mean_squared_displacement
 from matdx.kernels.rdf import RDFAccumulator, running_coordination_number
 from matdx.kernels.structure_factor import StructureFactorAccumulator
@@ -37,6 +43,49 @@ __all__ = ["KERNELS", "MIN_FRAMES_FOR_D", "analyze"]
 
 KERNELS = ("rdf", "msd", "vacf", "sq", "angles")
 MIN_FRAMES_FOR_D = 10  # frames after equilibration needed to fit the MSD's linear regime
+DEFAULT_EQUILIBRATION_FRACTION = 0.2  # left out when the trajectory has no observables
+STEADY_OBSERVABLES = ("potential_energy", "temperature")
+DRIFT_LIMIT = 3.0  # standard errors between the halves of an observable that count as drift
+
+
+def _observables(reader: TrajectoryReader, frames_per_block: int) -> dict[str, np.ndarray]:
+    """Every frame's observables (potential energy eV, temperature K, …), read block by
+    block."""
+    if not reader.observables:
+        return {}
+    parts: dict[str, list[np.ndarray]] = {}
+    for block in reader.blocks(frames_per_block):
+        for name, values in block.observables.items():
+            parts.setdefault(name, []).append(np.asarray(values))
+    return {name: np.concatenate(values) for name, values in parts.items()}
+
+
+def _equilibrated_from(observables: dict[str, np.ndarray], n_frames: int,
+                       fraction: float | None) -> tuple[int, str, list[str]]:
+    """First frame kept, how it was chosen (one line) and drift warnings."""
+    series = {name: np.asarray(observables[name], dtype=np.float64)
+              for name in STEADY_OBSERVABLES if name in observables}
+    series = {name: x for name, x in series.items() if x.size == n_frames and x.size >= 8
+              and np.all(np.isfinite(x))}
+    if fraction is not None:
+        skip, how = int(fraction * n_frames), f"first {fraction:g} of the frames left out"
+    elif not series:
+        skip = int(DEFAULT_EQUILIBRATION_FRACTION * n_frames)
+        how = (f"first {DEFAULT_EQUILIBRATION_FRACTION:g} of the frames left out (the "
+               "trajectory records no potential energy or temperature to detect equilibrium)")
+    else:
+        starts = {name: equilibration_start(x).index for name, x in series.items()}
+        skip = max(starts.values())
+        how = "steady from frame {} on ({})".format(
+            skip, ", ".join(f"{name.replace('_', ' ')} from {k}" for name, k in starts.items()))
+    warnings = []
+    for name, x in series.items():
+        if x.size - skip >= 8:
+            z = drift(x[skip:])
+            if abs(z) > DRIFT_LIMIT:
+                warnings.append(f"{name.replace('_', ' ')} still drifts after frame {skip} "
+                                f"(halves differ by {z:+.1f} standard errors): run longer")
+    return skip, how, warnings
 
 
 def _rdf_summary(g: Any) -> dict[str, Any]:
@@ -76,7 +125,7 @@ def _msd_summary(positions: np.ndarray, cells: np.ndarray, times: np.ndarray,
 def analyze(
     trajectory: ArtifactFile,
     temperature_K: float | None = None,
-    equilibration_fraction: float = 0.2,
+    equilibration_fraction: float | None = None,
     r_max: float = 6.0,
     bins: int = 150,
     kernels: tuple[str, ...] | list[str] = ("rdf", "msd"),
@@ -95,7 +144,9 @@ def analyze(
     temperature_K
         Recorded with the results (the MD's target temperature).
     equilibration_fraction
-        Leading fraction of the frames left out.
+        Leading fraction of the frames left out; None (default) leaves out the frames before
+        the potential energy and temperature are steady (0.2 of them if the trajectory
+        records neither).
     r_max, bins
         Range of g(r), Å (reduced to just under half the smallest cell width), and its bins;
         ``bins`` also bins S(q) up to ``q_max`` (Å⁻¹).
@@ -115,14 +166,23 @@ def analyze(
         (the upper bound then), ``D_fit_cm2_per_s`` (the fitted slope / 6),
         ``fit_window_fs``, ``ballistic_end_fs``, ``msd_exponent``;
         ``vacf``: ``vacf``, ``vdos_frequency_THz``, ``vdos``; ``sq``: ``q``, ``s_q``;
-        ``angles``: ``angle_deg``, ``angle_density``.
+        ``angles``: ``angle_deg``, ``angle_density``; always ``equilibration`` (how the first
+        frame kept was chosen), ``equilibration_fs`` (its time from the trajectory's start).
     """
     unknown = sorted(set(kernels) - set(KERNELS))
     if unknown:
         raise ValueError(f"kernels: unknown {unknown}; accepted: {', '.join(KERNELS)}")
     with TrajectoryReader(trajectory.path) as reader:
-        skip = int(equilibration_fraction * reader.n_frames)
+        if equilibration_fraction is not None and not 0 <= equilibration_fraction < 0.9:
+            raise ValueError(f"equilibration_fraction: {equilibration_fraction!r} is outside "
+                             "[0, 0.9)")
+        if reader.n_frames == 0:
+            raise ValueError("trajectory: no frames")
+        observables = _observables(reader, frames_per_block)
+        skip, how, drifting = _equilibrated_from(observables, reader.n_frames,
+                                                 equilibration_fraction)
         first = reader.read(skip, skip + 1)
+        start_time = reader.read(0, 1).times[0]
         pbc = reader.pbc
         r_max = min(r_max, 0.999 * max_cutoff(first.cells[0], pbc))
         rdf = RDFAccumulator(r_max, bins, pbc=pbc)
@@ -143,8 +203,9 @@ def analyze(
                 velocities.append(block.velocities)
     positions, cells, times = (np.concatenate(x) for x in (positions, cells, times))
     output: dict[str, Any] = {"temperature_K": temperature_K, "frames_analysed": len(times),
-                              "kernels": list(kernels)}
-    warnings: list[str] = []
+                              "kernels": list(kernels), "equilibration": how,
+                              "equilibration_fs": float(times[0] - start_time)}
+    warnings: list[str] = list(drifting)
     if "rdf" in kernels or "angles" in kernels:
         output.update(_rdf_summary(rdf.result()))
     if "msd" in kernels:

@@ -227,7 +227,10 @@ class MDMaker(CodeMaker):
         None, description="run premelt_steps at this temperature (K) before sampling"
     )
     premelt_steps: int = Field(0, ge=0)
-    equilibration_fraction: float = Field(0.2, ge=0, lt=0.9)
+    equilibration_fraction: float | None = Field(
+        None, ge=0, lt=0.9, description="leading fraction of frames left out; default: the "
+        "frames before the potential energy and temperature are steady"
+    )
 
     def check(self, atoms: Atoms, *, local: bool = True) -> None:
         super().check(atoms, local=local)

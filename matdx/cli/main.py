@@ -375,7 +375,9 @@ def analyze(
         str | None, typer.Option(help="address of a running Dask scheduler (tcp://host:8786)")
     ] = None,
     workers: Annotated[int, typer.Option(help="workers of the local Dask cluster")] = 2,
-    equilibration: Annotated[float, typer.Option(help="leading fraction of frames left out")] = 0.2,
+    equilibration: Annotated[float | None, typer.Option(
+        help="leading fraction of frames left out (default: the frames before the potential "
+        "energy and temperature are steady)")] = None,
 ) -> None:
     """Analyse every trajectory of a campaign with the kernels, on Dask; results become
     records linked to the trajectories they read. Trajectories already analysed the same way
