@@ -25,6 +25,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
     true,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -267,6 +268,14 @@ class Record(Base):
             "export_control",
             "embargo_until",
             unique=True,  # (record_id is unique anyway) so that SQLite prefers it for lookups
+        ),
+        # The embargoed records alone: what record_discovery adds to a person's query
+        # (matdx.store.discovery) without reading the whole table.
+        Index(
+            "ix_records_embargoed",
+            "record_id",
+            postgresql_where=text("access = 'embargoed'"),
+            sqlite_where=text("access = 'embargoed'"),
         ),
     )
 

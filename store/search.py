@@ -404,6 +404,7 @@ def discovery_statement(query: RecordQuery, *, count: bool = False) -> Select | 
     view = RECORD_DISCOVERY.c
     members = func.string_to_array(func.btrim(view.elements, ","), ",")
     conditions = [
+        view.access == "embargoed",  # (the partial index ix_records_embargoed)
         view.embargoed.is_(True),
         ~exists().where(Record.record_id == view.record_id),  # not readable in full
     ]

@@ -150,6 +150,13 @@ def upgrade() -> None:
         for column in _columns():
             op.add_column(table, column)
     _backfill()
+    op.create_index(
+        "ix_records_embargoed",
+        "records",
+        ["record_id"],
+        postgresql_where=sa.text("access = 'embargoed'"),
+        sqlite_where=sa.text("access = 'embargoed'"),
+    )
     if not postgresql:
         op.execute(SQLITE_SYNC)
         return
@@ -200,6 +207,7 @@ def downgrade() -> None:
         op.execute("DROP FUNCTION matdx_sync_index_governance()")
     else:
         op.execute("DROP TRIGGER matdx_sync_index_governance")
+    op.drop_index("ix_records_embargoed", table_name="records")
     for table in TABLES:
         for column in reversed(GOVERNANCE):
             op.drop_column(table, column)
