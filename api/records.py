@@ -10,14 +10,8 @@ from fastapi.responses import FileResponse
 from sqlalchemy import and_, select
 
 from matdx.api.deps import RequesterDep, SessionDep, SettingsDep, StoreDep
-from matdx.api.discovery import (
-    discoverable,
-    discovery_count,
-    discovery_document,
-    discovery_page,
-    discovery_summary,
-)
 from matdx.store.access import Purpose, access_filter, allowed, discovery_view
+from matdx.store.discovery import discovered_record
 from matdx.store.models import ProvenanceEdge, Record, RecordArtifact
 from matdx.store.queries import MIN_PREFIX
 from matdx.store.records import upgrade_document
@@ -165,16 +159,6 @@ def list_records(
     )
     page = search_records(session, query, requester, documents=documents)
     items, next_after = page.items, page.next_after
-    hidden = discovery_page(session, query)  # PostgreSQL: embargoed rows an outsider may list
-    if hidden:
-        shown = [
-            discovery_document(r) if documents else discovery_summary(r, SUMMARY_KEYS)
-            for r in hidden
-        ]
-        merged = sorted([*items, *shown], key=lambda item: item["record_id"])
-        more = len(merged) > limit or next_after is not None
-        items = merged[:limit]
-        next_after = items[-1]["record_id"] if more else None
     if wanted and not documents:
         items = [{k: item.get(k) for k in ["record_id", *wanted]} for item in items]
     next_url = None
@@ -182,7 +166,7 @@ def list_records(
         next_url = str(request.url.include_query_params(after=next_after))
     answer = {"items": items, "next_after": next_after, "next": next_url}
     if count:
-        answer["count"] = count_records(session, query, requester) + discovery_count(session, query)
+        answer["count"] = count_records(session, query, requester)
     return answer
 
 
@@ -191,7 +175,7 @@ def _readable(session: Any, requester: Any, record_id: str) -> dict[str, Any] | 
     the view ``record_discovery`` shows it (PostgreSQL, a running embargo), else None."""
     if allowed(session, requester, Purpose.READ, [record_id]):
         return None
-    hidden = discoverable(session, record_id)
+    hidden = discovered_record(session, record_id)
     if hidden is None and MIN_PREFIX <= len(record_id) < 36:
         raise HTTPException(
             404,
@@ -230,7 +214,7 @@ def get_record(record_id: str, session: SessionDep, requester: RequesterDep) -> 
     discovery metadata only."""
     hidden = _readable(session, requester, record_id)
     if hidden is not None:
-        return discovery_document(hidden)
+        return hidden
     row = session.get(Record, record_id)
     if row is None:  # the database's row-level security hides it from the requester's role
         raise HTTPException(404, f"record {record_id}: no such record visible to {requester.name}")

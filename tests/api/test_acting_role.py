@@ -108,3 +108,31 @@ def test_matdx_users_service_is_idempotent(store):
             {"name": AUTHENTICATOR_ROLE},
         ).one()
     assert tuple(attributes) == (True, False, True, False)
+
+
+def test_an_outsider_lists_an_embargoed_record_once_with_its_discovery_metadata_only(
+    http, store, service_store, token_of
+):
+    """The store's search adds the rows of ``record_discovery`` for a role that row-level
+    security judges; the service must not add them a second time."""
+    from datetime import UTC, datetime, timedelta
+
+    made = document(
+        bulk("Ni", "fcc", a=3.5),
+        energy=-4.2,
+        owner="alice",
+        project="A",
+        access="embargoed",
+        embargo_until=datetime.now(UTC) + timedelta(days=30),
+    )
+    insert_documents(store, made)
+    for headers in (token_of("bob", {"B"}), {}):  # another project's person, anonymous
+        listed = http.get("/records?elements=Ni&count=true", headers=headers)
+        assert listed.status_code == 200, listed.text
+        answer = listed.json()
+        assert [item["record_id"] for item in answer["items"]] == [made["record_id"]]
+        assert answer["count"] == 1
+        assert answer["items"][0]["energy_per_atom"] is None
+        one = http.get(f"/records/{made['record_id']}", headers=headers).json()
+        assert one["system"]["chemical_formula_reduced"] == "Ni"
+        assert "results" not in one and "output" not in one
