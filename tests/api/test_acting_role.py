@@ -136,3 +136,30 @@ def test_an_outsider_lists_an_embargoed_record_once_with_its_discovery_metadata_
         one = http.get(f"/records/{made['record_id']}", headers=headers).json()
         assert one["system"]["chemical_formula_reduced"] == "Ni"
         assert "results" not in one and "output" not in one
+
+
+def test_writes_over_http_are_logged_as_the_person_not_the_service(http, store, token_of):
+    """The service logs in as the authenticator; the audit trail names the request's person
+    (migration 0008), for a campaign submitted over HTTP and for its cancellation."""
+    from tests.api.test_rest import CAMPAIGN
+
+    alice = token_of("alice", {"A"})
+    submitted = http.post("/campaigns", content=CAMPAIGN, headers=alice)
+    assert submitted.status_code == 201, submitted.text
+    campaign_id = submitted.json()["id"]
+    assert http.post(f"/campaigns/{campaign_id}/cancel", headers=alice).status_code == 200
+    with store.engine.connect() as connection:
+        logged = connection.execute(
+            text(
+                "SELECT DISTINCT db_role, table_name FROM write_log"
+                " WHERE row_id = :id OR after->>'campaign_id' = :id"
+            ),
+            {"id": campaign_id},
+        ).all()
+        stamped = connection.scalar(
+            text("SELECT count(*) FROM audit_log WHERE db_role = :role"),
+            {"role": AUTHENTICATOR_ROLE},
+        )
+    assert {table for _, table in logged} == {"campaigns", "jobs"}
+    assert {role for role, _ in logged} == {"alice"}
+    assert stamped == 0
