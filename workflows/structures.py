@@ -198,6 +198,42 @@ def _bulk(source: BulkSource, field: str, max_atoms: int | None = MAX_ATOMS) -> 
     return structures
 
 
+_XYZ_FORMATS = {"xyz", "extxyz"}
+
+
+def _check_xyz_counts(path: Path, fmt: str | None, field: str, max_atoms: int | None) -> None:
+    """Refuse an (extended) XYZ file whose frame headers declare more atoms than the limit, or
+    more than the file has lines for, before ASE reads it (ASE steps over a frame's declared
+    count line by line, so a count of 10¹⁰ would keep it busy for hours)."""
+    suffix = path.suffix.lower().lstrip(".")
+    if (fmt or suffix) not in _XYZ_FORMATS:
+        return
+    with path.open("rb") as handle:
+        lines = handle.read().splitlines()
+    k, frame = 0, 0
+    while k < len(lines):
+        header = lines[k].strip()
+        if not header:  # blank lines after the last frame
+            k += 1
+            continue
+        try:
+            declared = int(header)
+        except ValueError:
+            return  # not a count line: ASE gives its own reason
+        left = len(lines) - k - 2
+        name = path.name if frame == 0 else f"{path.name} (structure {frame})"
+        if max_atoms is not None and declared > max_atoms:
+            _check_size(declared, (1, 1, 1), f"{field}.file", max_atoms, name)
+        if declared > left:
+            raise StructureError(
+                f"{field}.file",
+                f"{name} declares {declared:,} atoms but only {max(left, 0):,} lines follow "
+                "(a truncated file, or a wrong atom count)",
+            )
+        k += declared + 2
+        frame += 1
+
+
 def _read(source: FileSource, field: str, base: Path,
           max_atoms: int | None = MAX_ATOMS) -> list[Atoms]:
     import warnings
@@ -211,6 +247,7 @@ def _read(source: FileSource, field: str, base: Path,
         raise StructureError(f"{field}.file", f"no such file {str(path)!r}")
     if path.stat().st_size == 0:
         raise StructureError(f"{field}.file", f"{path.name} is empty")
+    _check_xyz_counts(path, source.format, field, max_atoms)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -202,3 +202,24 @@ def test_missing_campaign_file(tmp_path):
 def test_top_level_must_be_a_mapping(tmp_path):
     with pytest.raises(CampaignError, match="expected a mapping"):
         read_campaign(write(tmp_path, "- just\n- a list\n"))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("force_large", [False, True])
+def test_an_xyz_frame_declaring_ten_billion_atoms_is_refused_before_ase_reads_it(
+    tmp_path, force_large
+):
+    """ASE steps over a frame's declared atoms line by line; a count of 10¹⁰ in a later frame
+    (found by the structure-file fuzz) kept it busy for hours. The headers are checked first:
+    against the atoms limit, and (with --force-large) against the lines the file has."""
+    frame = 'Lattice="3.6 0 0 0 3.6 0 0 0 3.6" Properties=species:S:1:pos:R:3 pbc="T T T"'
+    (tmp_path / "big.extxyz").write_text(
+        f"2\n{frame}\nNi 0 0 0\nCu 1.8 1.8 0\n10000000000\n{frame}\nCu 0 0 0\nCu 1.8 1.8 0\n"
+    )
+    campaign = read_campaign(
+        {"name": "x", "recipe": "static", "structures": [{"file": "big.extxyz", "index": ":"}]}
+    )
+    reason = "only 2 lines follow" if force_large else "more than the limit of 20,000 atoms"
+    with pytest.raises(CampaignError, match=rf"structures\[0\]\.file: .*{reason}") as refused:
+        plan_campaign(campaign, tmp_path, force_large=force_large)
+    assert "big.extxyz (structure 1)" in str(refused.value)
