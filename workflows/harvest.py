@@ -278,30 +278,23 @@ def _harvest_batch(store: Store, batch: Batch, status: BatchStatus, report: Harv
                     report.refused[job_id] = found.refused
         if not prepared:
             continue
-        try:
-            with store.transaction() as session:
-                done, failed, held = _harvest_chunk(store, session, batch, prepared)
-        except (OperationalError, InterfaceError, StoreWriteError) as error:
-            # The store could not be written: nobody's failure; the next tick tries again.
-            log.warning("%d result(s) of batch %s kept in their run directories for the next "
-                        "tick: %s", len(prepared), batch.id[:8], error)
+        recorded = _record_chunk(store, batch, prepared)
+        if recorded is None:
             deferred += len(prepared)
             for item in prepared:
                 report.refused.pop(item.job_id, None)
             continue
+        done, failed, held = recorded
         report.completed += done
         report.errored += failed
         waiting += [item for item in prepared if item.job_id in held]
     while waiting:  # parents recorded after their children in the order above
-        try:
-            with store.transaction() as session:
-                done, failed, held = _harvest_chunk(store, session, batch, waiting)
-        except (OperationalError, InterfaceError, StoreWriteError) as error:
-            log.warning("%d result(s) of batch %s kept in their run directories for the next "
-                        "tick: %s", len(waiting), batch.id[:8], error)
+        recorded = _record_chunk(store, batch, waiting)
+        if recorded is None:
             deferred += len(waiting)
             waiting = []
             break
+        done, failed, held = recorded
         report.completed += done
         report.errored += failed
         if not done + failed:
@@ -604,9 +597,24 @@ def _record_of(result: dict[str, Any], *, job: Job, campaign: Campaign, inputs: 
     )
 
 
+def _record_chunk(
+    store: Store, batch: Batch, items: list[_Prepared]
+) -> tuple[int, int, set[str]] | None:
+    """Record ``items`` in one transaction (:func:`_harvest_chunk`); None when the store could
+    not be written (disk full, lost connection): nobody's failure, the results stay in their
+    run directories and the next tick records them."""
+    try:
+        with store.transaction() as session:
+            return _harvest_chunk(store, session, batch, items)
+    except (OperationalError, InterfaceError, StoreWriteError) as error:
+        log.warning("%d result(s) of batch %s kept in their run directories for the next "
+                    "tick: %s", len(items), batch.id[:8], error)
+        return None
+
+
 def _harvest_chunk(
     store: Store, session: Session, batch: Batch, items: list[_Prepared]
-) -> tuple[int, int]:
+) -> tuple[int, int, set[str]]:
     """Record a group of prepared attempts with a fixed number of statements.
 
     Everything, records and job states alike, is written in the caller's single transaction;
