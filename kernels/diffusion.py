@@ -45,7 +45,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["BALLISTIC_EXPONENT", "DiffusionEstimate", "ballistic_end", "estimate_diffusion"]
+__all__ = [
+    "BALLISTIC_EXPONENT",
+    "DiffusionEstimate",
+    "FitWindowTooShort",
+    "ballistic_end",
+    "estimate_diffusion",
+]
 
 #: 1 Å²/fs = 1e-16 cm² / 1e-15 s = 0.1 cm²/s.
 ANGSTROM2_PER_FS_TO_CM2_PER_S = 0.1
@@ -102,6 +108,11 @@ class DiffusionEstimate:
         if self.detected:
             return f"D = {d:.2g} ± {error:.1g} cm²/s"
         return f"no diffusion detected, D < {bound:.1g} cm²/s"
+
+
+class FitWindowTooShort(ValueError):
+    """The MSD's fit window holds fewer than 3 lag times: the run is too short (or sampled too
+    sparsely) past its ballistic regime for a diffusion coefficient."""
 
 
 def ballistic_end(time: np.ndarray, msd: np.ndarray) -> float:
@@ -165,9 +176,10 @@ def estimate_diffusion(
 
     Raises
     ------
+    FitWindowTooShort
+        For a non-increasing window or fewer than 3 lags in it (a ``ValueError``).
     ValueError
-        For mismatched shapes, a non-increasing window, fewer than 3 lags in the window, or a
-        non-positive ``n_atoms``.
+        For mismatched shapes or a non-positive ``n_atoms``.
 
     Examples
     --------
@@ -198,7 +210,7 @@ def estimate_diffusion(
     mask = (t >= t0) & (t <= t1) & (t > 0)
     n_points = int(mask.sum())
     if not t1 > t0 or n_points < 3:
-        raise ValueError(
+        raise FitWindowTooShort(
             f"fit_window {fit_window!r} fs holds {n_points} lag times; at least 3 are needed "
             f"(lags run from {t[0]:g} to {t[-1]:g} fs, ballistic regime until {ballistic:g} fs)"
         )

@@ -30,7 +30,7 @@ import numpy as np
 from matdx.codes.trajectory import TrajectoryReader
 from matdx.kernels.angles import bond_angle_distribution
 from matdx.kernels.cells import max_cutoff
-from matdx.kernels.diffusion import estimate_diffusion
+from matdx.kernels.diffusion import FitWindowTooShort, estimate_diffusion
 from matdx.kernels.equilibration import drift, equilibration_start
 from matdx.kernels.msd import mean_squared_displacement
 from matdx.kernels.rdf import RDFAccumulator, running_coordination_number
@@ -109,7 +109,10 @@ def _msd_summary(positions: np.ndarray, cells: np.ndarray, times: np.ndarray,
     if len(times) < MIN_FRAMES_FOR_D:
         return out, [f"{len(times)} frames analysed: too few for a diffusion coefficient "
                      f"(at least {MIN_FRAMES_FOR_D})"]
-    d = estimate_diffusion(msd.time, msd.msd, positions.shape[1])
+    try:
+        d = estimate_diffusion(msd.time, msd.msd, positions.shape[1])
+    except FitWindowTooShort as short:  # the MSD and g(r) still stand
+        return out, [f"no diffusion coefficient: {short}; run longer or sample more often"]
     value, error, bound = d.in_cm2_per_s()
     # D is None when no diffusion is detected: a solid reports an upper bound, never a value.
     out.update(diffusion=d.describe(), diffusion_detected=d.detected,

@@ -64,3 +64,14 @@ def test_bad_input_is_refused():
         estimate_diffusion(np.arange(10.0), np.arange(10.0), 0)
     with pytest.raises(ValueError, match="lag times"):
         estimate_diffusion(np.arange(10.0), np.arange(10.0), 5, fit_window=(8.5, 9.5))
+
+
+def test_a_run_too_short_past_its_ballistic_regime_says_so():
+    """12 lags of 10 fs whose MSD is ballistic until 40 fs leave 2 lags to fit: the kernel
+    raises FitWindowTooShort (a ValueError), which the MD analysis reports as a note."""
+    from matdx.kernels.diffusion import FitWindowTooShort, estimate_diffusion
+
+    t = np.arange(12) * 10.0
+    msd = np.where(t <= 40.0, 1e-3 * t**2, 1.6 + 0.01 * (t - 40.0))
+    with pytest.raises(FitWindowTooShort, match="at least 3 are needed"):
+        estimate_diffusion(t, msd, n_atoms=32)
