@@ -144,7 +144,7 @@ def test_a_runaway_scf_is_stopped_and_rerun_with_slower_mixing(template, tmp_pat
 @pytest.mark.programs
 @pytest.mark.slow
 def test_cp2k_asked_to_stop_before_its_limit_continues_from_its_wavefunction(tmp_path):
-    """The real CP2K 2023.1 (Debian): a slow SCF (direct mixing 0.02, EPS_SCF 1e-10) on H2O
+    """The real CP2K 2023.1 (Debian): a slow SCF (direct mixing 0.002, EPS_SCF 1e-12) on H2O
     with a 60 s limit. The monitor writes ``cp2k.EXIT`` 30 s before it (CP2K notices the
     file up to ~20 s late); CP2K ends its SCF
     ("terminated by external request"), writes ``cp2k-RESTART.wfn`` and exits by itself. The
@@ -162,9 +162,9 @@ def test_cp2k_asked_to_stop_before_its_limit_continues_from_its_wavefunction(tmp
     water.center()
     water.pbc = False
     slow = {"cutoff": 300.0, "rel_cutoff": 40.0, "scf_method": "diagonalization",
-            "max_scf": 5000, "eps_scf": 1e-10,
+            "max_scf": 50000, "eps_scf": 1e-12,
             "input": {"FORCE_EVAL": {"DFT": {"SCF": {
-                "MIXING": {"METHOD": "DIRECT_P_MIXING", "ALPHA": 0.02}}}}}}
+                "MIXING": {"METHOD": "DIRECT_P_MIXING", "ALPHA": 0.002}}}}}}
     with pytest.raises(CalculationFailed) as info:
         run_calculation(cp2k, profile, tmp_path / "1", water, slow, "static", timeout_s=60.0)
     first = tmp_path / "1"
