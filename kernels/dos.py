@@ -1,4 +1,4 @@
-"""Electronic density of states and band gap from DFT eigenvalues.
+"""Electronic density of states from DFT eigenvalues (the band gap is codes/bandgap.py's rule).
 
 **DOS.** For eigenvalues :math:`\\varepsilon_{snk}` (spin ``s``, k-point ``k``, band ``n``)
 and k-point weights :math:`w_k` normalised to :math:`\\sum_k w_k = 1`,

@@ -220,6 +220,8 @@ def _check_xyz_counts(path: Path, fmt: str | None, field: str, max_atoms: int | 
             declared = int(header)
         except ValueError:
             return  # not a count line: ASE gives its own reason
+        if declared < 0:
+            return  # ASE refuses a negative count itself (and k must only move forward)
         left = len(lines) - k - 2
         name = path.name if frame == 0 else f"{path.name} (structure {frame})"
         if max_atoms is not None and declared > max_atoms:

@@ -223,3 +223,14 @@ def test_an_xyz_frame_declaring_ten_billion_atoms_is_refused_before_ase_reads_it
     with pytest.raises(CampaignError, match=rf"structures\[0\]\.file: .*{reason}") as refused:
         plan_campaign(campaign, tmp_path, force_large=force_large)
     assert "big.extxyz (structure 1)" in str(refused.value)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("count", ["-2", "-5"])
+def test_an_xyz_frame_with_a_negative_atom_count_is_refused(tmp_path, count):
+    (tmp_path / "neg.xyz").write_text(f"1\n\nCu 0 0 0\n{count}\n\nCu 0 0 0\n")
+    campaign = read_campaign(
+        {"name": "x", "recipe": "static", "structures": [{"file": "neg.xyz", "index": ":"}]}
+    )
+    with pytest.raises(CampaignError, match=r"structures\[0\]\.file: "):
+        plan_campaign(campaign, tmp_path)

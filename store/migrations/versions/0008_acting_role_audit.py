@@ -4,8 +4,9 @@ The triggers of 0006 and 0007 stamp ``audit_log.db_role`` and every ``write_log`
 ``session_user``: the role that logged in. The web service logs in as
 ``matdx_authenticator`` and switches to each request's person with ``SET LOCAL ROLE`` (the
 PostgREST pattern), so every write made over HTTP was logged as the service. The triggers now
-call ``matdx_acting_role()``: the role set with ``SET ROLE`` when there is one (a role the
-login role is a member of, granted by an administrator), otherwise the login role. The
+call ``matdx_acting_role()``: for the service's login role only, the person it switched to
+with ``SET ROLE``; for everyone else the login role itself (a person who switches to a
+project's group role with ``SET ROLE`` in ``psql`` is still logged as themselves). The
 trigger functions run as their owner (SECURITY DEFINER), which changes ``current_user`` but
 not the session's ``role`` setting, so the person is read from that setting.
 
@@ -26,8 +27,9 @@ depends_on: str | Sequence[str] | None = None
 
 ACTING_ROLE = """
 CREATE OR REPLACE FUNCTION matdx_acting_role() RETURNS text LANGUAGE sql STABLE AS $$
-    SELECT CASE WHEN current_setting('role') IN ('none', '') THEN session_user::text
-                ELSE current_setting('role') END
+    SELECT CASE WHEN session_user::text = 'matdx_authenticator'
+                     AND current_setting('role') NOT IN ('none', '')
+                THEN current_setting('role') ELSE session_user::text END
 $$
 """
 
