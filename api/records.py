@@ -11,7 +11,7 @@ from sqlalchemy import and_, select
 
 from matdx.api.deps import RequesterDep, SessionDep, SettingsDep, StoreDep
 from matdx.store.access import Purpose, access_filter, allowed, discovery_view
-from matdx.store.discovery import discovered_record
+from matdx.store.discovery import RECORD_DISCOVERY, discovered_record, row_security_active
 from matdx.store.models import ProvenanceEdge, Record, RecordArtifact
 from matdx.store.queries import MIN_PREFIX
 from matdx.store.records import upgrade_document
@@ -193,15 +193,17 @@ def resolve_record(prefix: str, session: SessionDep, requester: RequesterDep) ->
     (at least 4 characters, as ``matdx show`` takes them)."""
     if len(prefix) < MIN_PREFIX or not all(c in "0123456789abcdef-" for c in prefix):
         raise HTTPException(400, f"prefix {prefix!r}: at least {MIN_PREFIX} characters of an id")
-    visible = access_filter(requester, Purpose.READ)
-    matches = list(
-        session.scalars(
-            select(Record.record_id)
-            .where(Record.record_id.startswith(prefix), visible)
-            .order_by(Record.record_id)
-            .limit(2)
+    if row_security_active(session.connection()):
+        # PostgreSQL as a person's role: record_discovery holds every id the role may know of,
+        # embargoed records it may only discover included (records hides those rows).
+        column = RECORD_DISCOVERY.c.record_id
+        statement = select(column).where(column.startswith(prefix, autoescape=True))
+    else:
+        column = Record.record_id
+        statement = select(column).where(
+            column.startswith(prefix, autoescape=True), access_filter(requester, Purpose.READ)
         )
-    )
+    matches = list(session.scalars(statement.order_by(column).limit(2)))
     if len(matches) != 1:
         found = ", ".join(m[:12] for m in matches) or "no visible record"
         raise HTTPException(404, f"record {prefix!r}: matches {found}")

@@ -133,6 +133,8 @@ def test_an_outsider_lists_an_embargoed_record_once_with_its_discovery_metadata_
         assert [item["record_id"] for item in answer["items"]] == [made["record_id"]]
         assert answer["count"] == 1
         assert answer["items"][0]["energy_per_atom"] is None
+        resolved = http.get(f"/records/resolve/{made['record_id'][:8]}", headers=headers)
+        assert resolved.json() == {"record_id": made["record_id"]}, resolved.text
         one = http.get(f"/records/{made['record_id']}", headers=headers).json()
         assert one["system"]["chemical_formula_reduced"] == "Ni"
         assert "results" not in one and "output" not in one
