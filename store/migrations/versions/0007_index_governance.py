@@ -68,19 +68,22 @@ LANGUAGE sql STABLE AS $$
 $$;
 """
 
+# The statements both backends' triggers run: copy the record's governance onto its index rows.
+SYNC_UPDATES = "".join(
+    f"""    UPDATE {table} SET owner = NEW.owner, project = NEW.project, access = NEW.access,
+        embargo_until = NEW.embargo_until, export_control = NEW.export_control
+        WHERE record_id = NEW.record_id;
+"""
+    for table in TABLES
+)
+
 POSTGRESQL_SYNC = (
     """
 CREATE OR REPLACE FUNCTION matdx_sync_index_governance() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 BEGIN
 """
-    + "".join(
-        f"""    UPDATE {table} SET owner = NEW.owner, project = NEW.project, access = NEW.access,
-        embargo_until = NEW.embargo_until, export_control = NEW.export_control
-        WHERE record_id = NEW.record_id;
-"""
-        for table in TABLES
-    )
+    + SYNC_UPDATES
     + """    RETURN NULL;
 END
 $$;
@@ -100,13 +103,7 @@ CREATE TRIGGER matdx_sync_index_governance
 AFTER UPDATE OF owner, project, access, embargo_until, export_control ON records
 BEGIN
 """
-    + "".join(
-        f"""    UPDATE {table} SET owner = NEW.owner, project = NEW.project, access = NEW.access,
-        embargo_until = NEW.embargo_until, export_control = NEW.export_control
-        WHERE record_id = NEW.record_id;
-"""
-        for table in TABLES
-    )
+    + SYNC_UPDATES
     + "END"
 )
 
